@@ -1,0 +1,38 @@
+"""Start real OS threads and sleep in them, even inside a gevent-patched process.
+
+gunicorn's gevent worker monkey-patches `threading` and `time`, which would turn a
+"background thread" into a greenlet on the hub. sqlite3 calls block the whole hub, so
+the store's writer and the pool's refresher must run on genuine OS threads.
+"""
+from __future__ import annotations
+
+import _thread
+import time
+from typing import Any, Callable
+
+try:  # gevent is a dependency, but keep the store importable without it
+    from gevent import monkey as _monkey
+
+    def _original(module: str, name: str) -> Any:
+        return _monkey.get_original(module, name)
+except ImportError:  # pragma: no cover
+    import importlib
+
+    def _original(module: str, name: str) -> Any:
+        return getattr(importlib.import_module(module), name)
+
+
+real_sleep: Callable[[float], None] = _original("time", "sleep")
+real_monotonic: Callable[[], float] = time.monotonic
+_start_new_thread = _original("_thread", "start_new_thread")
+_allocate_lock = _original("_thread", "allocate_lock")
+
+
+def start(target: Callable[[], None]) -> None:
+    """Run `target` on a new OS thread (daemon: it never keeps the process alive)."""
+    _start_new_thread(target, ())
+
+
+def lock() -> "_thread.LockType":
+    """Return an OS-level lock, usable between a real thread and the hub."""
+    return _allocate_lock()
