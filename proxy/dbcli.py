@@ -1,0 +1,79 @@
+"""`gemini-proxy db …`: migrate, back up and check the database."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _db_path(args: argparse.Namespace) -> str:
+    return args.db or os.environ.get("PROXY_DB") or "data/keys.db"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from proxy.store import db as store_db, schema
+
+    db = store_db.open_db(_db_path(args))
+    applied = schema.migrate(db)
+    print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
+          else "database is up to date")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from proxy.store import db as store_db
+    from proxy.store.maintenance import backup
+
+    path = _db_path(args)
+    if not os.path.exists(path):
+        print(f"gemini-proxy: no database at {path}", file=sys.stderr)
+        return 2
+    db = store_db.open_db(path, readonly=True)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rcopying {done}/{total} pages", end="", file=sys.stderr, flush=True)
+
+    try:
+        dest = backup(db, args.dest, progress=progress)
+    except FileExistsError as exc:
+        print(f"gemini-proxy: {exc}", file=sys.stderr)
+        return 2
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"backed up {path} to {dest} ({dest.stat().st_size} bytes)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from proxy.store import db as store_db
+    from proxy.store.maintenance import integrity_check
+
+    path = _db_path(args)
+    if not os.path.exists(path):
+        print(f"gemini-proxy: no database at {path}", file=sys.stderr)
+        return 2
+    problems = integrity_check(store_db.open_db(path, readonly=True))
+    for p in problems:
+        print(p)
+    print("ok" if not problems else f"{len(problems)} problem(s) found")
+    return 0 if not problems else 1
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add `db migrate|backup|check` to the main parser."""
+    p = sub.add_parser("db", help="migrate, back up or check the database",
+                       description="Maintain the SQLite database (PROXY_DB, default data/keys.db).")
+    dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    for name, func, help_text in (
+            ("migrate", cmd_migrate, "create the database or apply pending migrations"),
+            ("check", cmd_check, "run integrity checks (exit 1 if any fail)")):
+        q = dsub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("--db", metavar="PATH", help="database file (PROXY_DB)")
+        q.set_defaults(func=func)
+    q = dsub.add_parser("backup", help="make a consistent copy while the proxy runs",
+                        description="Copy the database online with SQLite's backup API; safe "
+                                    "while the proxy is serving.")
+    q.add_argument("dest", metavar="PATH", help="file to create (must not exist)")
+    q.add_argument("--db", metavar="PATH", help="database file (PROXY_DB)")
+    q.set_defaults(func=cmd_backup)

@@ -1,0 +1,187 @@
+"""`gemini-proxy demo`: the proxy against the bundled fake upstream, with demo keys and traffic."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from proxy.settings import Settings
+
+DEMO_USER_KEY = "demo-user-key"
+# Four keys with different characters, so the console has something to show:
+# one healthy, one tired quickly, one dead, one flaky.
+DEMO_KEYS = {
+    "demo-key-healthy-0001": {},
+    "demo-key-tired-0002": {"rpm": 4, "retry_delay_s": 20},
+    "demo-key-dead-0003": {"mode": "invalid"},
+    "demo-key-flaky-0004": {"sequence": ["overload", "ok", "ok", "overload", "ok", "ok"]},
+}
+PROMPTS = ["Write a haiku about SQLite.", "Explain gevent in one sentence.",
+           "What is a key pool?", "Summarise the plot of Hamlet.", "Say hello in French."]
+
+
+def _db_for_demo(settings: Settings, explicit: bool) -> str:
+    """Use the configured database unless it already holds real keys."""
+    if explicit or not Path(settings.db_path).exists():
+        return settings.db_path
+    from proxy.store import db as store_db, schema
+    from proxy.store.keys import list_keys
+
+    db = store_db.open_db(settings.db_path)
+    try:
+        schema.migrate(db)
+        real = [k for k in list_keys(db) if not (k.get("label") or "").startswith("demo")]
+    finally:
+        db.close()
+    if real:
+        demo = str(Path(settings.db_path).with_name("demo.db"))
+        print(f"{settings.db_path} already holds real keys; the demo uses {demo}")
+        return demo
+    return settings.db_path
+
+
+def _start_fake() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.fake_upstream", "--port", "0",
+                             "--latency-ms", "120", "--chunks", "8", "--chunk-delay-ms", "60"],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "http://" not in line:
+        proc.kill()
+        raise SystemExit("gemini-proxy demo: the fake upstream did not start")
+    url = line[line.index("http://"):].strip()
+    req = urllib.request.Request(url + "/_fake/keys", data=json.dumps(DEMO_KEYS).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).read()
+    return proc, url
+
+
+def _label_demo_keys(db_path: str) -> None:
+    from proxy.store import db as store_db, schema
+    from proxy.store.keys import add_key
+
+    db = store_db.open_db(db_path)
+    try:
+        schema.migrate(db)
+        for value in DEMO_KEYS:
+            add_key(db, value, label="demo-" + value.split("-")[2])
+    finally:
+        db.close()
+
+
+def _retire_demo_keys(db_path: str) -> None:
+    """Take demo keys and the demo user out, so a later real `serve` never sends them to Google."""
+    from proxy.store import db as store_db
+    from proxy.store.keys import remove_key
+    from proxy.store.users import remove_user
+    from proxy.store.util import StoreError
+
+    db = store_db.open_db(db_path)
+    try:
+        for value in DEMO_KEYS:
+            try:
+                remove_key(db, value)
+            except StoreError:
+                pass
+        try:
+            remove_user(db, "demo")
+        except StoreError:
+            pass
+    finally:
+        db.close()
+
+
+def _add_demo_user(db_path: str) -> None:
+    from proxy.store import db as store_db
+    from proxy.store.users import add_user, find_user
+    from proxy.store.util import StoreError
+
+    db = store_db.open_db(db_path)
+    try:
+        existing = find_user(db, "demo")
+        if existing is None or existing.get("status") != "active":
+            try:
+                add_user(db, "demo", DEMO_USER_KEY)
+            except StoreError:
+                pass
+    finally:
+        db.close()
+
+
+def _traffic(base: str, stop_at: float | None = None) -> None:
+    """Send a request every second or so, some streamed, until interrupted."""
+    rng = random.Random()
+    while stop_at is None or time.time() < stop_at:
+        model = rng.choice(["gemini-2.5-flash", "gemini-2.5-flash", "gemini-2.5-pro"])
+        stream = rng.random() < 0.5
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        body = {"contents": [{"role": "user", "parts": [{"text": rng.choice(PROMPTS)}]}]}
+        req = urllib.request.Request(f"{base}/v1beta/models/{model}:{method}",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              "x-goog-api-key": DEMO_USER_KEY})
+        try:
+            urllib.request.urlopen(req, timeout=30).read()
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(rng.uniform(0.3, 1.5))
+
+
+def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = False) -> int:
+    """Start the fake upstream and the proxy, print how to use them, run until Ctrl-C."""
+    db_path = _db_for_demo(settings, explicit_db)
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    fake, fake_url = _start_fake()
+    _label_demo_keys(db_path)
+    _add_demo_user(db_path)
+    env = dict(os.environ, PROXY_DB=db_path, UPSTREAM_URL=fake_url, PROXY_BIND=settings.bind,
+               PROXY_WORKERS=str(settings.workers), PROXY_DEMO="true", LOG_LEVEL=settings.log_level)
+    env.pop("GOOGLE_KEYS", None)  # real keys stay out of the demo
+    proxy = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--env-file", ""],
+                             env=env)
+    base = f"http://{settings.bind}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1).read()
+                break
+            except (urllib.error.URLError, OSError):
+                if proxy.poll() is not None:
+                    raise SystemExit("gemini-proxy demo: the proxy did not start (see above)")
+                time.sleep(0.1)
+        console = "gemini-console" + ("" if db_path == "data/keys.db" else f" --db {db_path}")
+        print(f"""
+gemini-proxy demo is running on {base} against a fake Gemini API ({fake_url}).
+Demo keys: one healthy, one that tires after 4 requests a minute, one dead, one flaky.
+Your user key: {DEMO_USER_KEY}
+
+  curl -s {base}/v1beta/models/gemini-2.5-flash:generateContent \\
+    -H 'x-goog-api-key: {DEMO_USER_KEY}' -H 'Content-Type: application/json' \\
+    -d '{{"contents":[{{"parts":[{{"text":"Hello"}}]}}]}}'
+
+  Python: genai.Client(api_key="{DEMO_USER_KEY}", http_options={{"base_url": "{base}"}})
+  Watch it: {console}
+Press Ctrl-C to stop.""", flush=True)
+        if traffic:
+            _traffic(base)
+        else:
+            proxy.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in (proxy, fake):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (proxy, fake):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        _retire_demo_keys(db_path)
+    return 0

@@ -1,0 +1,150 @@
+"""Classify an upstream answer into an Outcome: what the pool should do, and whether to retry."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from proxy.store.util import next_pacific_midnight
+
+
+class Kind(str, Enum):
+    """The error classes of DESIGN.md; the values are the stats column names."""
+
+    OK = "ok"
+    KEY_DEAD = "key_dead"
+    RATE_MINUTE = "rate_limited"
+    RATE_DAY = "rate_limited_day"
+    UPSTREAM = "upstream_error"
+    CLIENT = "client_error"
+
+    @property
+    def counter(self) -> str:
+        """Return the stats_minute column this kind is counted in."""
+        return "rate_limited" if self is Kind.RATE_DAY else self.value
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one upstream attempt came to."""
+
+    kind: Kind
+    status: int
+    reason: str = ""
+    cool_until: float | None = None  # for the rate-limit kinds: when the (key, model) returns
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another key could do better (never for the client's own mistakes)."""
+        return self.kind in (Kind.KEY_DEAD, Kind.RATE_MINUTE, Kind.RATE_DAY, Kind.UPSTREAM)
+
+
+# Backoff used when a per-minute 429 carries no RetryInfo: the rest of a minute window.
+DEFAULT_MINUTE_COOLDOWN = 60.0
+
+_DEAD_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED",
+                 "CONSUMER_SUSPENDED", "API_KEY_EXPIRED", "API_KEY_HTTP_REFERRER_BLOCKED",
+                 "API_KEY_IP_ADDRESS_BLOCKED", "API_KEY_ANDROID_APP_BLOCKED",
+                 "API_KEY_IOS_APP_BLOCKED", "ACCESS_TOKEN_TYPE_UNSUPPORTED", "BILLING_DISABLED"}
+_DEAD_MESSAGES = re.compile(r"api key (not valid|not found|expired)|has been suspended|"
+                            r"consumer .* suspended|api has not been used|is disabled|"
+                            r"api key.*(invalid|blocked)", re.I)
+_RETRY_IN = re.compile(r"retry in ([0-9.]+)\s*s", re.I)
+_DURATION = re.compile(r"^([0-9.]+)s$")
+
+
+def parse_error_body(body: bytes | str | dict | list | None) -> dict[str, Any]:
+    """Return the inner `error` object of a Google error body (array-wrapped or not), or {}."""
+    data: Any = body
+    if isinstance(body, (bytes, str)):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return {}
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return data["error"]
+    return {}
+
+
+def _details(error: dict[str, Any]) -> list[dict[str, Any]]:
+    details = error.get("details")
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _error_reasons(error: dict[str, Any]) -> set[str]:
+    return {str(d.get("reason")) for d in _details(error)
+            if str(d.get("@type", "")).endswith("ErrorInfo") and d.get("reason")}
+
+
+def _quota_ids(error: dict[str, Any]) -> list[str]:
+    ids = []
+    for d in _details(error):
+        if str(d.get("@type", "")).endswith("QuotaFailure"):
+            for v in d.get("violations") or []:
+                if isinstance(v, dict):
+                    ids.append(str(v.get("quotaId") or "") + " " + str(v.get("quotaMetric") or ""))
+    return ids
+
+
+def retry_delay(error: dict[str, Any]) -> float | None:
+    """Return RetryInfo.retryDelay in seconds, else the "retry in Ns" of the message."""
+    for d in _details(error):
+        if str(d.get("@type", "")).endswith("RetryInfo"):
+            raw = d.get("retryDelay")
+            if isinstance(raw, dict):  # proto Duration as an object
+                return float(raw.get("seconds", 0)) + float(raw.get("nanos", 0)) / 1e9
+            m = _DURATION.match(str(raw or "").strip())
+            if m:
+                return float(m.group(1))
+    m = _RETRY_IN.search(str(error.get("message", "")))
+    return float(m.group(1)) if m else None
+
+
+def _is_key_problem(status: int, error: dict[str, Any]) -> bool:
+    reasons = _error_reasons(error)
+    if reasons & _DEAD_REASONS:
+        return True
+    message = str(error.get("message", ""))
+    if status == 401:
+        return True
+    # Other 403s (a file or cached content this key cannot see, a region rule) are
+    # about the request, not the key: retiring a key for them would empty the pool.
+    return status in (400, 403) and bool(_DEAD_MESSAGES.search(message))
+
+
+def classify(status: int, body: bytes | str | dict | list | None, *, now: float,
+             reason_hint: str = "") -> Outcome:
+    """Map an upstream HTTP status and body to an Outcome.
+
+    Per-day quota wins over a short retryDelay on the same 429: a daily quota does not
+    come back in 20 seconds, whatever RetryInfo says.
+    """
+    if status < 400:
+        return Outcome(Kind.OK, status)
+    error = parse_error_body(body)
+    message = str(error.get("message") or reason_hint or f"HTTP {status}")[:300]
+    if status == 429:
+        quota = " ".join(_quota_ids(error)) + " " + message
+        if "PerDay" in quota or "per day" in quota.lower():
+            return Outcome(Kind.RATE_DAY, status, message, next_pacific_midnight(now))
+        delay = retry_delay(error)
+        cool = delay if delay is not None and delay > 0 else DEFAULT_MINUTE_COOLDOWN
+        return Outcome(Kind.RATE_MINUTE, status, message, now + cool)
+    if status >= 500 or status == 408:
+        # Overload is the model's trouble, not the key's: no rest, only a score penalty.
+        return Outcome(Kind.UPSTREAM, status, message)
+    if _is_key_problem(status, error):
+        reasons = sorted(_error_reasons(error))
+        label = reasons[0] if reasons else (error.get("status") or f"HTTP {status}")
+        return Outcome(Kind.KEY_DEAD, status, f"{label}: {message}")
+    return Outcome(Kind.CLIENT, status, message)
+
+
+def transport_failure(exc: BaseException) -> Outcome:
+    """Classify a connection error or timeout talking to the upstream."""
+    status = 504 if "timeout" in type(exc).__name__.lower() else 502
+    return Outcome(Kind.UPSTREAM, status, f"{type(exc).__name__}: {str(exc)[:200]}")

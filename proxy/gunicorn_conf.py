@@ -1,0 +1,34 @@
+"""gunicorn configuration for `gemini-proxy serve`: gevent workers sized from Settings."""
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.settings import Settings
+
+
+def options(settings: Settings) -> dict[str, Any]:
+    """Return gunicorn settings for `settings`."""
+    return {
+        "bind": [settings.bind],
+        "workers": settings.workers,
+        "worker_class": "gevent",
+        "worker_connections": settings.worker_connections,
+        # gevent workers answer the arbiter's heartbeat while requests wait on I/O, so
+        # this only catches a wedged worker; long generations are not affected.
+        "timeout": 60,
+        "graceful_timeout": settings.graceful_timeout,
+        "keepalive": 75,  # outlive Traefik's idle keep-alive so it never reuses a closed socket
+        "accesslog": None,  # the proxy logs one richer line per request itself
+        "errorlog": "-",
+        "loglevel": settings.log_level.lower(),
+        "proc_name": "gemini-proxy",
+        "worker_exit": worker_exit,
+        "forwarded_allow_ips": ",".join(n.split("/")[0] for n in settings.trusted_proxies),
+    }
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Flush every queued request row before the worker process ends."""
+    from proxy.app import close_all
+
+    close_all()

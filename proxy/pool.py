@@ -1,0 +1,328 @@
+"""KeyPool: the in-memory view of Google keys, user keys and pins; choose(model), report(outcome).
+
+Everything here runs on the request path and never touches SQLite. A background OS
+thread (`Refresher`) reads the database about once a second and hands a snapshot over;
+the snapshot is applied by whichever request comes next, so all mutation happens on one
+side (the gevent hub) and needs no locks.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from proxy import realthread
+from proxy.errors import Kind, Outcome
+
+log = logging.getLogger("proxy.pool")
+
+WINDOW_MINUTES = 10
+# Optimistic prior: a key nobody has tried yet scores like a perfect one, so new and
+# re-enabled keys get traffic at once instead of being starved by proven keys.
+PRIOR_OK = 3.0
+# How long a locally seen death or cooldown outranks a database view that does not show
+# it yet (the writer persists within a fraction of a second).
+LOCAL_GRACE = 10.0
+
+
+@dataclass
+class KeyState:
+    """One Google key as the pool sees it."""
+
+    id: int
+    value: str
+    masked: str
+    label: str | None = None
+    status: str = "active"
+    invalid_reason: str | None = None
+    updated_at: float = 0.0
+    rpm_cap: int | None = None
+    inflight: int = 0
+    dead_at: float | None = None  # local death not yet visible in the database view
+    # per-minute [minute, ok, failed] buckets of this worker's recent attempts
+    window: deque = field(default_factory=lambda: deque(maxlen=WINDOW_MINUTES))
+    recent: dict[str, deque] = field(default_factory=dict)  # model → send times (RPM cap)
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "active" and self.invalid_reason is None
+
+    def success_score(self) -> float:
+        ok = failed = 0
+        for _, o, f in self.window:
+            ok += o
+            failed += f
+        return (ok + PRIOR_OK) / (ok + failed + PRIOR_OK)
+
+    def count(self, ok: bool, now: float) -> None:
+        minute = int(now // 60)
+        if not self.window or self.window[-1][0] != minute:
+            self.window.append([minute, 0, 0])
+        self.window[-1][1 if ok else 2] += 1
+
+    def under_cap(self, model: str, now: float) -> bool:
+        """Whether one more request to `model` stays within this key's RPM cap."""
+        if not self.rpm_cap:
+            return True
+        sent = self.recent.get(model)
+        if sent is None:
+            return True
+        while sent and sent[0] <= now - 60:
+            sent.popleft()
+        return len(sent) < self.rpm_cap
+
+    def next_slot(self, model: str, now: float) -> float:
+        sent = self.recent.get(model)
+        return sent[0] + 60 if sent else now
+
+    def mark_sent(self, model: str, now: float) -> None:
+        if self.rpm_cap:
+            self.recent.setdefault(model, deque()).append(now)
+
+
+@dataclass(frozen=True)
+class User:
+    """A user key holder, as authenticated."""
+
+    id: int
+    label: str
+    key_hash: bytes
+    rpm_limit: int | None = None
+    tpd_limit: int | None = None
+    allowed_models: tuple[str, ...] = ()
+
+
+@dataclass
+class Cooling:
+    """No key can serve the model now; one returns in `retry_after` seconds."""
+
+    retry_after: float
+    reason: str
+
+
+@dataclass
+class NoKeys:
+    """No usable key at all (none configured, or all disabled or dead)."""
+
+    reason: str
+
+
+Choice = KeyState | Cooling | NoKeys
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+class KeyPool:
+    """In-memory pool of keys for one worker process."""
+
+    def __init__(self, writer: Any = None, *, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.writer = writer
+        self.keys: dict[int, KeyState] = {}
+        self.cool: dict[tuple[int, str], tuple[float, str, float]] = {}  # → (until, reason, set_at)
+        self.users: list[User] = []
+        self.pins: dict[str, int] = {}
+        self.pins_seq = 0
+        self._pending: dict[str, Any] | None = None
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self.loaded_at = 0.0
+
+    # ---- snapshot from the database -------------------------------------------------
+    def offer(self, view: dict[str, Any]) -> None:
+        """Hand over a fresh database view (from any thread); applied on the next use."""
+        self._pending = view
+
+    def sync(self) -> None:
+        """Apply a pending database view, if any (cheap no-op otherwise)."""
+        view, self._pending = self._pending, None
+        if view is not None:
+            self.apply(view)
+
+    def apply(self, view: dict[str, Any]) -> None:
+        """Merge a database view with what this worker has seen locally."""
+        now = self._clock()
+        old = self.keys
+        keys: dict[int, KeyState] = {}
+        for row in view.get("keys", []):
+            k = KeyState(id=row["id"], value=row["value"], masked=row["masked"],
+                         label=row.get("label"), status=row["status"],
+                         invalid_reason=row.get("invalid_reason"),
+                         updated_at=row.get("updated_at") or 0.0, rpm_cap=row.get("rpm_cap"))
+            prev = old.get(k.id)
+            if prev is not None:
+                k.inflight, k.window, k.recent = prev.inflight, prev.window, prev.recent
+                # A death seen here but not yet in the view stays, unless the operator
+                # acted on the key after it (re-enable, reset).
+                if (prev.dead_at and k.invalid_reason is None and k.updated_at < prev.dead_at
+                        and now - prev.dead_at < LOCAL_GRACE):
+                    k.invalid_reason, k.dead_at = prev.invalid_reason, prev.dead_at
+            keys[k.id] = k
+        cool: dict[tuple[int, str], tuple[float, str, float]] = {}
+        for row in view.get("health", []):
+            if row["cool_until"] > now:
+                cool[(row["key_id"], row["model"])] = (row["cool_until"], row.get("reason") or "",
+                                                       0.0)
+        for ident, (until, reason, set_at) in self.cool.items():
+            k = keys.get(ident[0])
+            if until > now and k is not None and k.updated_at < set_at:
+                if ident not in cool or cool[ident][0] < until:
+                    cool[ident] = (until, reason, set_at)
+        users = []
+        for row in view.get("users", []):
+            models = tuple(m for m in (row.get("allowed_models") or "").split("|") if m)
+            users.append(User(row["id"], row["label"], bytes.fromhex(row["key_hash"]),
+                              row.get("rpm_limit"), row.get("tpd_limit"), models))
+        for row in view.get("pins", []):
+            self.pins[row["name"]] = row["key_id"]
+            self.pins_seq = max(self.pins_seq, row["seq"])
+        self.keys, self.cool, self.users = keys, cool, users
+        self.loaded_at = now
+
+    # ---- authentication ----------------------------------------------------------------
+    def authenticate(self, presented: str | None) -> User | None:
+        """Return the user whose key matches, comparing every digest in constant time."""
+        self.sync()
+        if not presented:
+            return None
+        digest = _digest(presented)
+        found = None
+        for user in self.users:  # no early exit: the time taken says nothing about a match
+            if hmac.compare_digest(digest, user.key_hash):
+                found = user
+        return found
+
+    # ---- choosing --------------------------------------------------------------------
+    def cooling_until(self, key_id: int, model: str, now: float) -> float:
+        entry = self.cool.get((key_id, model))
+        return entry[0] if entry and entry[0] > now else 0.0
+
+    def choose(self, model: str, exclude: set[int] | frozenset[int] = frozenset(),
+               pinned: int | None = None) -> Choice:
+        """Pick a key for `model`: weighted by success, spread by in-flight load.
+
+        Power of two choices: sample two usable keys and take the better. Every worker
+        picking "the best key" would herd onto one key; two random candidates spread load
+        while still steering away from keys that fail.
+        """
+        self.sync()
+        now = self._clock()
+        if pinned is not None:
+            k = self.keys.get(pinned)
+            if k is None or not k.usable:
+                return NoKeys("the key that owns this file or cached content is not usable")
+            wait = max(self.cooling_until(k.id, model, now),
+                       0.0 if k.under_cap(model, now) else k.next_slot(model, now))
+            return Cooling(wait - now, "the owning key is resting") if wait > now else k
+        candidates = []
+        soonest = None
+        for k in self.keys.values():
+            if not k.usable or k.id in exclude:
+                continue
+            until = self.cooling_until(k.id, model, now)
+            if not until and not k.under_cap(model, now):
+                until = k.next_slot(model, now)
+            if until:
+                soonest = until if soonest is None else min(soonest, until)
+                continue
+            candidates.append(k)
+        if not candidates:
+            if soonest is not None:
+                return Cooling(soonest - now, f"every key is resting for {model}")
+            if exclude:
+                return NoKeys("every usable key was tried")
+            return NoKeys("no usable Google key: add one with `gemini-proxy keys add`")
+        if len(candidates) == 1:
+            return candidates[0]
+        a, b = self._rng.sample(candidates, 2)
+        sa = a.success_score() / (1 + a.inflight)
+        sb = b.success_score() / (1 + b.inflight)
+        return a if sa >= sb else b
+
+    # ---- outcomes --------------------------------------------------------------------
+    def begin(self, key: KeyState, model: str) -> None:
+        """Note that a request to `model` is going out on `key`."""
+        key.inflight += 1
+        key.mark_sent(model, self._clock())
+
+    def end(self, key: KeyState) -> None:
+        key.inflight = max(0, key.inflight - 1)
+
+    def report(self, key: KeyState, model: str, outcome: Outcome) -> None:
+        """Record an attempt's outcome: update memory now, queue the persistent part."""
+        now = self._clock()
+        if outcome.kind is not Kind.CLIENT:
+            key.count(outcome.kind is Kind.OK, now)
+        w = self.writer
+        if outcome.kind is Kind.KEY_DEAD:
+            key.invalid_reason, key.dead_at = outcome.reason, now
+            if w:
+                w.key_invalid(key.id, outcome.reason, now)
+                w.event("warning", f"key {key.masked} retired: {outcome.reason}",
+                        status=outcome.status, key_id=key.id, model=model)
+            log.warning("key %s retired: %s", key.masked, outcome.reason)
+        elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY) and outcome.cool_until:
+            self.cool[(key.id, model)] = (outcome.cool_until, outcome.kind.value, now)
+            if w:
+                w.key_cooled(key.id, model, outcome.cool_until, outcome.kind.value, outcome.reason)
+                w.event("info", f"key {key.masked} resting for {model} "
+                        f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
+                        status=outcome.status, key_id=key.id, model=model)
+        elif outcome.kind is Kind.UPSTREAM and w:
+            w.event("warning", f"upstream trouble on key {key.masked}: {outcome.reason}",
+                    status=outcome.status, key_id=key.id, model=model)
+        if w:
+            w.key_used(key.id, now, None if outcome.kind is Kind.OK else outcome.reason)
+
+    # ---- counts for health and metrics ---------------------------------------------------
+    def summary(self) -> dict[str, int]:
+        """Return how many keys are usable, cooling (for some model) and dead."""
+        self.sync()
+        now = self._clock()
+        cooling_ids = {kid for (kid, _), (until, _, _) in self.cool.items() if until > now}
+        usable = sum(1 for k in self.keys.values() if k.usable)
+        return {"usable": usable,
+                "cooling": sum(1 for k in self.keys.values() if k.usable and k.id in cooling_ids),
+                "dead": sum(1 for k in self.keys.values() if k.invalid_reason),
+                "disabled": sum(1 for k in self.keys.values() if k.status == "disabled")}
+
+
+class Refresher:
+    """Read the pool view from the database on a real OS thread, about once a second."""
+
+    def __init__(self, pool: KeyPool, load: Callable[[int], dict[str, Any]], interval: float = 1.0):
+        self.pool = pool
+        self.load = load
+        self.interval = interval
+        self._stop = False
+        self._wake = False
+
+    def start(self) -> None:
+        realthread.start(self._run)
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def poke(self) -> None:
+        """Ask for a refresh now rather than at the next tick."""
+        self._wake = True
+
+    def _run(self) -> None:
+        next_at = 0.0
+        while not self._stop:
+            now = realthread.real_monotonic()
+            if self._wake or now >= next_at:
+                self._wake = False
+                try:
+                    self.pool.offer(self.load(self.pool.pins_seq))
+                except Exception:  # keep serving from the last good view
+                    log.exception("pool refresh failed")
+                next_at = now + self.interval
+            realthread.real_sleep(0.02)

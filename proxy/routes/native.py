@@ -1,0 +1,252 @@
+"""Native Gemini REST passthrough: /v1beta/*, native /v1/*, uploads, Google's OpenAI layer."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+import time
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, current_app, request
+
+from proxy import uploads
+from proxy.auth import presented_key
+from proxy.errors import Kind, Outcome
+from proxy.exchange import Exchange
+from proxy.translate.errors import gemini_error_body
+from proxy.upstream import Call, PoolUnavailable, Reply, error_message, filter_request_headers
+from proxy.usage import UsageTail, usage_from
+
+bp = Blueprint("native", __name__)
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_MODEL = re.compile(r"(?:^|/)(?:models|tunedModels)/([^/:?]+)")
+_PINNED = re.compile(r"(?:files|cachedContents)/[A-Za-z0-9_.-]+")
+# Only these fields name a file or cache; prompt text that mentions "files/x" must not.
+_PIN_FIELDS = re.compile(rb'"(?:fileUri|file_uri|cachedContent|cached_content|name)"\s*:\s*"([^"]+)"')
+_PIN_WAIT = 1.5  # seconds to wait for another worker's fresh pin to reach this one
+_JSON_CHECK_LIMIT = 1 << 20  # larger bodies are left to Google to judge (parsing blocks the hub)
+
+
+def state() -> Any:
+    return current_app.extensions["proxy"]
+
+
+def gemini_error(status: int, message: str, *, retry_after: float | None = None,
+                 framing_array: bool = False) -> Response:
+    """Return an error in Google's envelope (array-wrapped for a JSON-array stream)."""
+    body: Any = gemini_error_body(status, message)
+    if framing_array:
+        body = [body]
+    resp = Response(json.dumps(body), status=status, mimetype="application/json")
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return resp
+
+
+def model_of(path: str) -> str:
+    m = _MODEL.search(path)
+    return m.group(1) if m else ""
+
+
+def public_base_url() -> str:
+    """Return the base URL clients reach us at, believing X-Forwarded-* only from trusted peers."""
+    st = state()
+    proto, host = request.scheme, request.host
+    try:
+        peer = ipaddress.ip_address(request.remote_addr or "")
+        trusted = any(peer in net for net in st.trusted)
+    except ValueError:
+        trusted = False
+    if trusted:
+        proto = request.headers.get("X-Forwarded-Proto", proto).split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+    return f"{proto}://{host}"
+
+
+def _client_params() -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.args.items(multi=True)
+            if k not in ("key", uploads.TOKEN_PARAM)]
+
+
+def _find_pin(path: str, body: bytes | None) -> tuple[str | None, int | None]:
+    """Return (resource name, owning key id) for a file or cached content the call uses."""
+    st = state()
+    names = _PINNED.findall(path)
+    if body and (b"files/" in body or b"cachedContents/" in body):
+        for value in _PIN_FIELDS.findall(body):
+            names += _PINNED.findall(value.decode("utf-8", "replace"))
+    if not names:
+        return None, None
+    deadline = time.monotonic() + _PIN_WAIT
+    while True:
+        st.pool.sync()
+        for name in names:
+            if name in st.pool.pins:
+                return name, st.pool.pins[name]
+        if time.monotonic() >= deadline:
+            return names[0], None  # not ours (or very old): any key may try
+        st.refresher.poke()
+        time.sleep(0.05)
+
+
+def _bad_json(body: bytes) -> str | None:
+    if not body or len(body) > _JSON_CHECK_LIMIT:
+        return None
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        return f"Invalid JSON payload received. {exc}"
+    return None
+
+
+def _pin_created(reply: Reply, path: str) -> None:
+    """Pin files and cached contents to the key that created them (they live in its project)."""
+    if reply.status >= 300 or reply.key is None or not reply.body:
+        return
+    if not (path.endswith("/cachedContents") or "upload" in path or path.endswith("/files")):
+        return
+    try:
+        data = json.loads(reply.body)
+    except ValueError:
+        return
+    obj = data.get("file") if isinstance(data, dict) and "file" in data else data
+    name = obj.get("name") if isinstance(obj, dict) else None
+    if isinstance(name, str) and name.startswith(("files/", "cachedContents/")):
+        st = state()
+        st.pool.pins[name] = reply.key.id
+        st.writer.pin(name, reply.key.id)
+
+
+def relay(ex: Exchange, reply: Reply, *, sse: bool) -> Response:
+    """Turn an upstream Reply into the client's response, recording the exchange."""
+    st = state()
+    if reply.chunks is None:
+        tokens = usage_from(reply.body) if reply.status < 300 and reply.body else None
+        ex.finish(reply.status, reply, tokens=tokens,
+                  error_message=error_message(reply) if reply.status >= 400 else None)
+        return Response(reply.body, status=reply.status, headers=reply.headers)
+
+    def stream() -> Iterator[bytes]:
+        tail = UsageTail()
+        sent = 0
+        try:
+            for chunk in reply.chunks:  # type: ignore[union-attr]
+                tail.feed(chunk)
+                sent += 1
+                yield chunk
+        except GeneratorExit:  # the client went away; nothing more to send
+            ex.finish(499, reply, tokens=tail.result(), error_class="client_error",
+                      error_message=f"client closed the connection after {sent} chunks")
+            raise
+        except Exception as exc:
+            # Text already reached the client: never restart on another key. Say so in the
+            # stream where the framing allows, then cut the connection so the client
+            # sees an incomplete answer rather than a clean end.
+            reason = f"upstream stream broke after {sent} chunks: {type(exc).__name__}"
+            st.pool.report(reply.key, ex.model, Outcome(Kind.UPSTREAM, 502, reason))
+            ex.finish(reply.status, reply, tokens=tail.result(), error_class="upstream_error",
+                      error_message=reason)
+            if sse:
+                yield b"data: " + json.dumps(gemini_error_body(502, reason)).encode() + b"\n\n"
+            raise StreamBroken(reason) from None
+        finally:
+            st.pool.end(reply.key)
+            reply.close()
+        ex.finish(reply.status, reply, tokens=tail.result())
+
+    headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
+    resp = Response(stream(), status=reply.status, headers=headers)
+    resp.headers["X-Accel-Buffering"] = "no"
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp
+
+
+class StreamBroken(Exception):
+    """Raised inside a relayed stream so the server drops the connection mid-answer."""
+
+
+def passthrough(path: str, *, dialect: str = "native") -> Response:
+    """Authenticate, pick a key, forward `path` upstream and relay the answer."""
+    st = state()
+    upload_token = request.args.get(uploads.TOKEN_PARAM)
+    session = uploads.verify(st.secret, upload_token) if upload_token else None
+    if upload_token and session is None:
+        return gemini_error(401, "Upload session token is not valid for this proxy.")
+    user = None
+    if session is None:
+        user = st.pool.authenticate(presented_key(request.headers, request.args))
+        if user is None:
+            return unauthorized()
+    bearer = path.startswith(("/v1beta/openai/", "/v1/openai/"))
+    body = request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH") else None
+    model, stream, sse = model_of(path), ":streamGenerateContent" in path, False
+    if body and bearer:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return gemini_error(400, "Invalid JSON payload received: the body is not JSON.")
+        if isinstance(parsed, dict):
+            model = str(parsed.get("model") or "").removeprefix("models/")
+            stream = bool(parsed.get("stream"))
+            sse = stream
+    elif body and request.mimetype in ("application/json", "") and not path.startswith("/upload"):
+        problem = _bad_json(body)
+        if problem:
+            return gemini_error(400, problem)
+    if stream and not bearer:
+        sse = request.args.get("alt") == "sse"
+    pin_name, pinned = _find_pin(path, body) if session is None else (None, session[0])
+    log_path = path if not upload_token else path + "?upload_token=…"
+    ex = Exchange(st.writer, user=user, dialect=dialect, method=request.method, path=log_path,
+                  model=model, stream=stream)
+    st.track(+1)
+    try:
+        call = Call(request.method, path, _client_params(), filter_request_headers(request.headers),
+                    body, model=model, stream=stream, pinned=pinned, bearer=bearer,
+                    url=session[1] if session else None)
+        try:
+            reply = st.upstream.open(call)
+        except PoolUnavailable as exc:
+            ex.finish(exc.status, None, error_class="rejected", error_message=exc.message)
+            return gemini_error(exc.status, exc.message, retry_after=exc.retry_after,
+                                framing_array=stream and not sse)
+        if reply.status < 300 and reply.chunks is None:
+            _rewrite_upload_url(reply, path)
+            _pin_created(reply, path)
+        return relay(ex, reply, sse=sse)
+    finally:
+        st.track(-1)
+
+
+def _rewrite_upload_url(reply: Reply, path: str) -> None:
+    """Point the client's next upload step at us, keeping the key that started the session."""
+    st = state()
+    for i, (name, value) in enumerate(reply.headers):
+        if name.lower() == "x-goog-upload-url" and reply.key is not None:
+            token = uploads.sign(st.secret, reply.key.id, value)
+            upload_path = path.split("?")[0]
+            reply.headers[i] = (name, uploads.proxy_upload_url(public_base_url(), upload_path, token))
+
+
+def unauthorized() -> Response:
+    return gemini_error(401, "Missing or unknown proxy key. Pass your user key in the "
+                             "x-goog-api-key header, ?key=, or Authorization: Bearer.")
+
+
+@bp.route("/v1beta/<path:rest>", methods=METHODS)
+def v1beta(rest: str) -> Response:
+    return passthrough("/v1beta/" + rest)
+
+
+@bp.route("/v1/<path:rest>", methods=METHODS)
+def v1(rest: str) -> Response:
+    return passthrough("/v1/" + rest)
+
+
+@bp.route("/upload/<version>/<path:rest>", methods=METHODS)
+def upload(version: str, rest: str) -> Response:
+    if version not in ("v1beta", "v1"):
+        return gemini_error(404, f"Unknown API version {version!r}.")
+    return passthrough(f"/upload/{version}/{rest}")

@@ -1,0 +1,56 @@
+"""Run the app under gunicorn with gevent workers (never Flask's development server)."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from proxy import __version__
+from proxy.bootstrap import prepare_database
+from proxy.gunicorn_conf import options
+from proxy.settings import Settings
+
+log = logging.getLogger("proxy")
+
+
+class ProxyServer(BaseApplication):
+    """gunicorn application that builds the Flask app inside each worker, after fork."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in options(self.settings).items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        # Imported here, in the worker, after gevent has patched the standard library:
+        # requests and ssl must see the patched socket module.
+        from proxy.app import create_app
+
+        return create_app(self.settings)
+
+
+def _is_loopback(bind: str) -> bool:
+    host = bind.rpartition(":")[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def serve(settings: Settings) -> int:
+    """Prepare the database and run gunicorn until stopped."""
+    try:
+        prepare_database(settings)
+    except Exception as exc:  # a clear line, not a traceback: the folder or file is the problem
+        print(f"gemini-proxy: cannot open database {settings.db_path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"gemini-proxy {__version__} on http://{settings.bind} "
+          f"({settings.workers} workers, database {settings.db_path}, "
+          f"upstream {settings.upstream_url})", file=sys.stderr, flush=True)
+    if not _is_loopback(settings.bind):
+        print(f"gemini-proxy: listening on {settings.bind}, not loopback: put Traefik or a "
+              "firewall in front of it", file=sys.stderr)
+    ProxyServer(settings).run()
+    return 0

@@ -1,0 +1,235 @@
+"""Send a call upstream through the pool: choose a key, send, classify, retry elsewhere.
+
+Retries happen only before the first byte reaches the client: a non-stream answer is read
+whole before anything is returned, and a stream's first chunk is read here, before the
+route commits to a status line. After that the stream is relayed as it arrives, and a
+failure ends it; it is never restarted on another key (that would duplicate text).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from proxy.errors import Kind, Outcome, classify, parse_error_body, transport_failure
+from proxy.pool import Cooling, KeyPool, KeyState, NoKeys
+from proxy.settings import Settings
+from proxy.translate.errors import gemini_error_body
+
+log = logging.getLogger("proxy.upstream")
+
+# Request headers that belong to this hop, or carry the client's own credentials.
+DROP_REQUEST_HEADERS = frozenset({
+    "host", "content-length", "connection", "keep-alive", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+    "authorization", "x-goog-api-key", "x-api-key", "cookie", "accept-encoding",
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+    "x-forwarded-server", "x-real-ip", "forwarded", "via", "origin", "referer",
+})
+DROP_RESPONSE_HEADERS = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length",
+    "content-encoding", "server", "alt-svc", "set-cookie", "date",
+})
+ERROR_BODY_LIMIT = 1 << 20
+
+
+class PoolUnavailable(Exception):
+    """No key can take the call; `status` is 429 (all resting) or 503 (none usable)."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+@dataclass
+class Call:
+    """One client request as it will go upstream (the client's credentials already removed)."""
+
+    method: str
+    path: str  # e.g. /v1beta/models/gemini-2.5-flash:generateContent
+    params: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes | None
+    model: str = ""
+    stream: bool = False
+    pinned: int | None = None
+    bearer: bool = False  # Google's OpenAI layer takes the key as a Bearer token
+    url: str | None = None  # absolute URL (resumable upload sessions); overrides path
+
+
+@dataclass
+class Attempt:
+    """What one try on one key came to (kept in the request row for the console)."""
+
+    key_id: int
+    key: str
+    status: int
+    outcome: str
+    reason: str
+    ms: float
+
+
+@dataclass
+class Reply:
+    """The answer to relay: status, headers and either a body or a chunk iterator."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | None = None
+    chunks: Iterator[bytes] | None = None
+    key: KeyState | None = None
+    outcome: Outcome | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    ttfb: float | None = None  # seconds from start to the first upstream byte
+    response: requests.Response | None = None
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+
+
+def filter_request_headers(headers: Any) -> dict[str, str]:
+    """Keep the client's headers that Google should see; drop credentials and hop-by-hop."""
+    return {k: v for k, v in headers.items() if k.lower() not in DROP_REQUEST_HEADERS}
+
+
+def _reply_headers(resp: requests.Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS]
+
+
+class Upstream:
+    """The pooled HTTP client and the retry loop."""
+
+    def __init__(self, settings: Settings, pool: KeyPool):
+        self.settings = settings
+        self.pool = pool
+        self.session = requests.Session()
+        self.session.trust_env = False  # never route Gemini traffic through a stray HTTP_PROXY
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=settings.worker_connections,
+                              max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+
+    def _choose(self, call: Call, tried: set[int], started: float) -> KeyState:
+        """Pick a key, waiting briefly when every key rests but one returns soon."""
+        while True:
+            choice = self.pool.choose(call.model, tried, call.pinned)
+            if isinstance(choice, KeyState):
+                return choice
+            if isinstance(choice, NoKeys):
+                raise PoolUnavailable(503, choice.reason)
+            waited = time.monotonic() - started
+            if choice.retry_after + waited <= self.settings.cooling_wait:
+                time.sleep(max(choice.retry_after, 0.01))  # cooperative under gevent
+                continue
+            raise PoolUnavailable(429, choice.reason, choice.retry_after)
+
+    def _send(self, call: Call, key: KeyState) -> requests.Response:
+        headers = dict(call.headers)
+        if call.bearer:
+            headers["Authorization"] = f"Bearer {key.value}"
+        else:
+            headers["x-goog-api-key"] = key.value
+        headers["Accept-Encoding"] = "identity"
+        url = call.url or self.settings.upstream_url + call.path
+        return self.session.request(call.method, url, params=call.params, data=call.body,
+                                    headers=headers, stream=True, timeout=self.timeout,
+                                    allow_redirects=False)
+
+    def open(self, call: Call) -> Reply:
+        """Send `call`, retrying on other keys until an answer can be relayed.
+
+        Raises PoolUnavailable when no key can take it. Otherwise the Reply is either a
+        success (body read, or stream with its first chunk in hand) or an error that no
+        other key would fix (the client's own mistake, or the last of the attempts).
+        """
+        started = time.monotonic()
+        tried: set[int] = set()
+        attempts: list[Attempt] = []
+        limit = self.settings.max_attempts if call.pinned is None else 1
+        last: Reply | None = None
+        while len(attempts) < limit:
+            try:
+                key = self._choose(call, tried, started)
+            except PoolUnavailable:
+                if last is not None:  # show the last real upstream answer, not our refusal
+                    break
+                raise
+            tried.add(key.id)
+            t0 = time.monotonic()
+            self.pool.begin(key, call.model)
+            reply = self._attempt(call, key, started)
+            if reply.chunks is None:  # an open stream keeps the key busy until it ends
+                self.pool.end(key)
+            self.pool.report(key, call.model, reply.outcome)
+            attempts.append(Attempt(key.id, key.masked, reply.status, reply.outcome.kind.value,
+                                    reply.outcome.reason, round((time.monotonic() - t0) * 1000, 1)))
+            reply.attempts = attempts
+            if reply.outcome.kind is Kind.OK or not reply.outcome.retryable:
+                return reply
+            last = reply
+        assert last is not None
+        return last
+
+    def _attempt(self, call: Call, key: KeyState, started: float) -> Reply:
+        try:
+            resp = self._send(call, key)
+        except requests.RequestException as exc:
+            outcome = transport_failure(exc)
+            body = json.dumps(_gateway_error(outcome)).encode()
+            return Reply(outcome.status, [("Content-Type", "application/json")], body, key=key,
+                         outcome=outcome)
+        headers = _reply_headers(resp)
+        if resp.status_code >= 400:
+            try:
+                body = resp.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
+            except Exception as exc:  # the error body itself broke off
+                body = b""
+                log.debug("error body unreadable: %s", exc)
+            finally:
+                resp.close()
+            outcome = classify(resp.status_code, body, now=time.time())
+            return Reply(resp.status_code, headers, body, key=key, outcome=outcome,
+                         ttfb=time.monotonic() - started)
+        try:
+            if call.stream:
+                chunks = resp.raw.stream(None, decode_content=True)
+                first = next(chunks, b"")
+                ttfb = time.monotonic() - started
+                return Reply(resp.status_code, headers, chunks=_prepend(first, chunks),
+                             key=key, outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb,
+                             response=resp)
+            ttfb = time.monotonic() - started
+            body = resp.raw.read(decode_content=True) or b""
+            resp.close()
+            return Reply(resp.status_code, headers, body, key=key,
+                         outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb)
+        except Exception as exc:  # broke before a byte went to the client: retryable
+            resp.close()
+            outcome = transport_failure(exc)
+            body = json.dumps(_gateway_error(outcome)).encode()
+            return Reply(outcome.status, [("Content-Type", "application/json")], body, key=key,
+                         outcome=outcome)
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _gateway_error(outcome: Outcome) -> dict[str, Any]:
+    return gemini_error_body(outcome.status, f"upstream unreachable: {outcome.reason}")
+
+
+def error_message(reply: Reply) -> str:
+    """Return the upstream error message of a failed reply, for logs and the request row."""
+    err = parse_error_body(reply.body)
+    return str(err.get("message") or (reply.outcome.reason if reply.outcome else ""))[:500]
