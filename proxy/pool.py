@@ -158,7 +158,10 @@ class KeyPool:
                          updated_at=row.get("updated_at") or 0.0, rpm_cap=row.get("rpm_cap"))
             prev = old.get(k.id)
             if prev is not None:
-                k.inflight, k.window, k.recent = prev.inflight, prev.window, prev.recent
+                k.inflight, k.recent = prev.inflight, prev.recent
+                # An operator action (enable, reset) gives the key a fresh score.
+                if k.updated_at <= prev.updated_at:
+                    k.window = prev.window
                 # A death seen here but not yet in the view stays, unless the operator
                 # acted on the key after it (re-enable, reset).
                 if (prev.dead_at and k.invalid_reason is None and k.updated_at < prev.dead_at
@@ -208,7 +211,7 @@ class KeyPool:
                pinned: int | None = None) -> Choice:
         """Pick a key for `model`: weighted by success, spread by in-flight load.
 
-        Power of two choices: sample two usable keys and take the better. Every worker
+        Power of two choices: sample two usable keys and favour the better. Every worker
         picking "the best key" would herd onto one key; two random candidates spread load
         while still steering away from keys that fail.
         """
@@ -244,7 +247,9 @@ class KeyPool:
         a, b = self._rng.sample(candidates, 2)
         sa = a.success_score() / (1 + a.inflight)
         sb = b.success_score() / (1 + b.inflight)
-        return a if sa >= sb else b
+        # Weighted, not "the better wins": with two keys a slightly worse one would
+        # otherwise never be tried again and could never prove it recovered.
+        return a if self._rng.random() * (sa + sb) < sa else b
 
     # ---- outcomes --------------------------------------------------------------------
     def begin(self, key: KeyState, model: str) -> None:
@@ -258,7 +263,8 @@ class KeyPool:
     def report(self, key: KeyState, model: str, outcome: Outcome) -> None:
         """Record an attempt's outcome: update memory now, queue the persistent part."""
         now = self._clock()
-        if outcome.kind is not Kind.CLIENT:
+        # Rate limits are handled by cooling, not by the score: a rested key is healthy.
+        if outcome.kind in (Kind.OK, Kind.UPSTREAM, Kind.KEY_DEAD):
             key.count(outcome.kind is Kind.OK, now)
         w = self.writer
         if outcome.kind is Kind.KEY_DEAD:

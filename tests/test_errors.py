@@ -1,0 +1,111 @@
+"""Upstream answers → error classes (DESIGN.md, "Error classes")."""
+import json
+
+import pytest
+
+from proxy.errors import Kind, classify, retry_delay, transport_failure
+from proxy.store.util import next_pacific_midnight
+
+NOW = 1_780_000_000.0
+
+
+def google_error(code, status, message, details=()):
+    return json.dumps({"error": {"code": code, "status": status, "message": message,
+                                 "details": list(details)}}).encode()
+
+
+def quota_429(quota_id, delay="38s"):
+    details = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{"quotaMetric": "generativelanguage.googleapis.com/x",
+                                "quotaId": quota_id}]}]
+    if delay:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+    return google_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", details)
+
+
+def test_invalid_key_is_dead_with_reason():
+    body = google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+                        [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                          "reason": "API_KEY_INVALID", "domain": "googleapis.com"}])
+    out = classify(400, body, now=NOW)
+    assert out.kind is Kind.KEY_DEAD and out.retryable
+    assert "API_KEY_INVALID" in out.reason
+
+
+@pytest.mark.parametrize("reason", ["SERVICE_DISABLED", "CONSUMER_SUSPENDED", "API_KEY_EXPIRED"])
+def test_403_about_the_key_is_dead(reason):
+    body = google_error(403, "PERMISSION_DENIED", "Permission denied.",
+                        [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}])
+    assert classify(403, body, now=NOW).kind is Kind.KEY_DEAD
+
+
+def test_403_about_a_file_is_the_clients_business():
+    body = google_error(403, "PERMISSION_DENIED",
+                        "You do not have permission to access the File abc or it may not exist.")
+    out = classify(403, body, now=NOW)
+    assert out.kind is Kind.CLIENT and not out.retryable
+
+
+def test_401_is_dead():
+    assert classify(401, google_error(401, "UNAUTHENTICATED", "bad"), now=NOW).kind is Kind.KEY_DEAD
+
+
+def test_per_minute_429_cools_for_retry_delay():
+    out = classify(429, quota_429("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "17s"),
+                   now=NOW)
+    assert out.kind is Kind.RATE_MINUTE
+    assert out.cool_until == pytest.approx(NOW + 17)
+
+
+def test_per_day_quota_wins_over_short_retry_delay():
+    out = classify(429, quota_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier", "20s"),
+                   now=NOW)
+    assert out.kind is Kind.RATE_DAY
+    assert out.cool_until == next_pacific_midnight(NOW)
+    assert out.cool_until > NOW + 20
+
+
+def test_429_without_retry_info_falls_back_to_message_then_default():
+    body = google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded. Please retry in 12.5s.")
+    assert classify(429, body, now=NOW).cool_until == pytest.approx(NOW + 12.5)
+    bare = google_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
+    assert classify(429, bare, now=NOW).cool_until == pytest.approx(NOW + 60)
+
+
+def test_array_wrapped_error_bodies_are_read():
+    body = json.dumps([json.loads(quota_429("GenerateRequestsPerMinutePerProjectPerModel", "5s"))])
+    assert classify(429, body, now=NOW).cool_until == pytest.approx(NOW + 5)
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_server_errors_are_upstream_trouble(status):
+    out = classify(status, google_error(status, "UNAVAILABLE", "The model is overloaded."), now=NOW)
+    assert out.kind is Kind.UPSTREAM and out.retryable and out.cool_until is None
+
+
+@pytest.mark.parametrize("status,message", [(400, "Invalid JSON payload received."),
+                                            (404, "models/nope is not found"),
+                                            (413, "too large")])
+def test_client_errors_pass_through(status, message):
+    out = classify(status, google_error(status, "INVALID_ARGUMENT", message), now=NOW)
+    assert out.kind is Kind.CLIENT and not out.retryable
+
+
+def test_garbage_bodies_do_not_crash():
+    assert classify(502, b"<html>bad gateway</html>", now=NOW).kind is Kind.UPSTREAM
+    assert classify(400, b"\xff\xfe", now=NOW).kind is Kind.CLIENT
+    assert classify(429, None, now=NOW).kind is Kind.RATE_MINUTE
+
+
+def test_retry_delay_formats():
+    assert retry_delay({"details": [{"@type": "x.RetryInfo", "retryDelay": "1.5s"}]}) == 1.5
+    assert retry_delay({"details": [{"@type": "x.RetryInfo",
+                                     "retryDelay": {"seconds": 3, "nanos": 500000000}}]}) == 3.5
+    assert retry_delay({"message": "nothing"}) is None
+
+
+def test_transport_failures():
+    import requests
+
+    assert transport_failure(requests.ConnectTimeout("x")).status == 504
+    assert transport_failure(requests.ConnectionError("x")).kind is Kind.UPSTREAM

@@ -1,0 +1,190 @@
+"""KeyPool: choosing, cooling, retiring, merging database views, authenticating."""
+import hashlib
+import random
+from collections import Counter
+
+import pytest
+
+from proxy.errors import Kind, Outcome
+from proxy.pool import Cooling, KeyPool, NoKeys
+
+
+class Clock:
+    def __init__(self, t=1_780_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+class RecordingWriter:
+    """Collects what the pool queues for the database."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *a, **kw: self.calls.append((name, a, kw))
+
+
+def view(n=3, **extra):
+    keys = [{"id": i, "value": f"fake-key-{i:04d}", "masked": f"fake…{i:04d}", "label": None,
+             "status": "active", "invalid_reason": None, "updated_at": 0.0, "rpm_cap": None}
+            for i in range(1, n + 1)]
+    return {"keys": keys, "health": [], "users": [], "pins": [], **extra}
+
+
+def make(n=3, seed=1, **extra):
+    clock = Clock()
+    pool = KeyPool(RecordingWriter(), rng=random.Random(seed), clock=clock)
+    pool.apply(view(n, **extra))
+    return pool, clock
+
+
+def test_load_spreads_over_every_key():
+    pool, _ = make(4)
+    picks = Counter(pool.choose("m").id for _ in range(4000))
+    assert set(picks) == {1, 2, 3, 4}
+    assert min(picks.values()) > 600  # no herding onto one key
+
+
+def test_failing_key_gets_less_traffic():
+    pool, clock = make(3)
+    bad = pool.keys[2]
+    for _ in range(30):
+        pool.report(bad, "m", Outcome(Kind.UPSTREAM, 503, "overloaded"))
+    picks = Counter(pool.choose("m").id for _ in range(3000))
+    assert picks[2] < picks[1] / 2 and picks[2] < picks[3] / 2
+
+
+def test_in_flight_load_steers_choice():
+    pool, _ = make(2)
+    pool.keys[1].inflight = 50
+    picks = Counter(pool.choose("m").id for _ in range(1000))
+    assert picks[2] > 950
+
+
+def test_rate_limit_cools_only_that_model_until_retry_delay():
+    pool, clock = make(2)
+    k1 = pool.keys[1]
+    pool.report(k1, "m", Outcome(Kind.RATE_MINUTE, 429, "tired", clock.t + 30))
+    assert {pool.choose("m").id for _ in range(100)} == {2}
+    assert 1 in {pool.choose("other").id for _ in range(100)}
+    clock.t += 31
+    assert 1 in {pool.choose("m").id for _ in range(100)}
+    assert ("key_cooled", (1, "m", clock.t - 1, "rate_limited", "tired"), {}) in pool.writer.calls
+
+
+def test_all_cooling_reports_soonest_return():
+    pool, clock = make(2)
+    pool.report(pool.keys[1], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 30))
+    pool.report(pool.keys[2], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 12))
+    choice = pool.choose("m")
+    assert isinstance(choice, Cooling) and choice.retry_after == pytest.approx(12)
+
+
+def test_dead_key_is_retired_and_survives_a_stale_view():
+    pool, clock = make(2)
+    pool.report(pool.keys[1], "m", Outcome(Kind.KEY_DEAD, 400, "API_KEY_INVALID: bad"))
+    assert {pool.choose("m").id for _ in range(50)} == {2}
+    clock.t += 0.5
+    pool.apply(view(2))  # the writer has not persisted the death yet
+    assert {pool.choose("m").id for _ in range(50)} == {2}
+    assert any(c[0] == "key_invalid" for c in pool.writer.calls)
+
+
+def test_operator_re_enable_after_death_wins():
+    pool, clock = make(2)
+    pool.report(pool.keys[1], "m", Outcome(Kind.KEY_DEAD, 400, "API_KEY_INVALID: bad"))
+    clock.t += 1
+    fresh = view(2)
+    fresh["keys"][0]["updated_at"] = clock.t  # re-enabled from the console after the death
+    pool.apply(fresh)
+    assert 1 in {pool.choose("m").id for _ in range(100)}
+
+
+def test_operator_reset_clears_local_cooldown():
+    pool, clock = make(1)
+    pool.report(pool.keys[1], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 300))
+    clock.t += 1
+    fresh = view(1)
+    fresh["keys"][0]["updated_at"] = clock.t
+    pool.apply(fresh)
+    assert pool.choose("m").id == 1
+
+
+def test_cooldowns_from_other_workers_apply():
+    pool, clock = make(2)
+    pool.apply(view(2, health=[{"key_id": 1, "model": "m", "cool_until": clock.t + 60,
+                                "reason": "rate_limited"}]))
+    assert {pool.choose("m").id for _ in range(50)} == {2}
+
+
+def test_disabled_and_removed_keys_are_never_chosen():
+    pool, _ = make(3)
+    v = view(3)
+    v["keys"][0]["status"] = "disabled"
+    v["keys"][1]["status"] = "removed"
+    pool.apply(v)
+    assert {pool.choose("m").id for _ in range(50)} == {3}
+
+
+def test_no_usable_keys():
+    pool, _ = make(0)
+    assert isinstance(pool.choose("m"), NoKeys)
+
+
+def test_exclude_tried_keys():
+    pool, _ = make(2)
+    assert pool.choose("m", exclude={1}).id == 2
+    assert isinstance(pool.choose("m", exclude={1, 2}), NoKeys)
+
+
+def test_pinned_key_is_used_or_waited_for():
+    pool, clock = make(3)
+    assert all(pool.choose("m", pinned=2).id == 2 for _ in range(20))
+    pool.report(pool.keys[2], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 5))
+    assert isinstance(pool.choose("m", pinned=2), Cooling)
+
+
+def test_rpm_cap_paces_a_key():
+    pool, clock = make(1)
+    v = view(1)
+    v["keys"][0]["rpm_cap"] = 2
+    pool.apply(v)
+    for _ in range(2):
+        k = pool.choose("m")
+        pool.begin(k, "m")
+        pool.end(k)
+    choice = pool.choose("m")
+    assert isinstance(choice, Cooling) and 0 < choice.retry_after <= 60
+    clock.t += 61
+    assert pool.choose("m").id == 1
+
+
+def test_snapshot_offered_from_another_thread_applies_on_next_use():
+    pool, _ = make(1)
+    pool.offer(view(2))
+    assert len(pool.keys) == 1
+    pool.choose("m")
+    assert len(pool.keys) == 2
+
+
+def test_authenticate_matches_digest_only():
+    key = "gp-user-secret"
+    users = [{"id": 7, "label": "alice", "key_hash": hashlib.sha256(key.encode()).hexdigest(),
+              "status": "active", "updated_at": 0, "rpm_limit": None, "tpd_limit": None,
+              "allowed_models": "gemini-2.5-flash|gemini-2.5-pro"}]
+    pool, _ = make(1, users=users)
+    user = pool.authenticate(key)
+    assert user and user.label == "alice"
+    assert user.allowed_models == ("gemini-2.5-flash", "gemini-2.5-pro")
+    assert pool.authenticate("gp-user-secreT") is None
+    assert pool.authenticate("") is None and pool.authenticate(None) is None
+
+
+def test_summary_counts():
+    pool, clock = make(3)
+    pool.report(pool.keys[1], "m", Outcome(Kind.KEY_DEAD, 400, "dead"))
+    pool.report(pool.keys[2], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 9))
+    assert pool.summary() == {"usable": 2, "cooling": 1, "dead": 1, "disabled": 0}
