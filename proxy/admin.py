@@ -1,0 +1,382 @@
+"""The `gemini-proxy keys …` and `gemini-proxy users …` commands.
+
+The main CLI builds its parser and calls `add_parsers(subparsers, db_option)`; each leaf command
+sets `func`, a handler taking the parsed args and returning the exit code. Every command
+migrates the database first, so it works on a fresh path. Google keys are only ever printed
+masked; a generated user key is printed once, when it is created.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+from sqlite_utils import Database
+
+from .store import (
+    StoreError,
+    add_key,
+    add_user,
+    disable_key,
+    enable_key,
+    find_key,
+    list_keys,
+    list_users,
+    migrate,
+    open_db,
+    remove_key,
+    remove_user,
+    reset_key,
+    set_limits,
+)
+from .store.util import mask_key
+
+DEFAULT_DB = "data/keys.db"
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+DbOption = argparse.ArgumentParser | Callable[[argparse.ArgumentParser], Any] | None
+
+
+def db_path(args: argparse.Namespace) -> str:
+    """Return the database path: --db, else $PROXY_DB, else data/keys.db."""
+    return getattr(args, "db", None) or os.environ.get("PROXY_DB") or DEFAULT_DB
+
+
+def db_parent() -> argparse.ArgumentParser:
+    """Return a parent parser holding the --db option every store command accepts."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--db",
+        metavar="PATH",
+        default=None,
+        help=f"SQLite database (default: $PROXY_DB, else {DEFAULT_DB})",
+    )
+    return parent
+
+
+def add_parsers(subparsers: argparse._SubParsersAction, db_option: DbOption = None) -> None:
+    """Add the `keys` and `users` command families to the main CLI's subparsers.
+
+    `db_option` says how leaf commands get --db: a parent parser that defines it, a function
+    that adds it to a parser, or None for this module's own `db_parent()`.
+    """
+    leaf = _leaf_factory(db_option)
+    _add_keys(subparsers, leaf)
+    _add_users(subparsers, leaf)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the keys/users commands on their own (`python -m proxy.admin keys list`)."""
+    parser = argparse.ArgumentParser(prog="gemini-proxy", description="Manage the key pool and user keys.")
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return args.func(args)
+
+
+# -- parser construction ---------------------------------------------------------------------
+
+LeafFactory = Callable[..., argparse.ArgumentParser]
+
+
+def _leaf_factory(db_option: DbOption) -> LeafFactory:
+    """Return a function adding a leaf command parser that accepts --db."""
+    if db_option is None:
+        db_option = db_parent()
+
+    def leaf(group: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if isinstance(db_option, argparse.ArgumentParser):
+            parser = group.add_parser(name, parents=[db_option], **kwargs)
+        else:
+            parser = group.add_parser(name, **kwargs)
+            db_option(parser)
+        return parser
+
+    return leaf
+
+
+def _family(subparsers: argparse._SubParsersAction, name: str, help: str, description: str) -> argparse._SubParsersAction:
+    parser = subparsers.add_parser(name, help=help, description=description)
+    group = parser.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    parser.set_defaults(func=usage)
+    return group
+
+
+def _add_keys(subparsers: argparse._SubParsersAction, leaf: LeafFactory) -> None:
+    group = _family(
+        subparsers, "keys", "manage the pool of Google keys",
+        "Add, list, enable, disable, remove and reset the Google AI Studio keys the proxy "
+        "spreads requests over. Keys are shown masked (AIza…x7Qc). A REF is a key's id, "
+        "label, masked form (three dots work for …) or full value.",
+    )
+    p = leaf(
+        group, "add", help="add a key (or several from stdin)",
+        description="Add a Google key to the pool. Re-adding a removed key brings it back.",
+        epilog="Pass - as VALUE to read keys from stdin, one per line: this keeps them out of "
+        "your shell history and the process list.\n\n  gemini-proxy keys add - < keys.txt",
+    )
+    p.add_argument("value", metavar="VALUE", help="the key, or - to read keys from stdin")
+    p.add_argument("--label", help="a name to recognise the key by (e.g. the account it belongs to)")
+    p.set_defaults(func=_command(_keys_add))
+
+    p = leaf(
+        group, "list", help="show the keys with their health and usage",
+        description="Show every key with its status, cooldowns still running (per model, "
+        "with time left), success rate over the last 15 minutes, and requests and tokens "
+        "since midnight Pacific time (when Google's daily quotas reset).",
+    )
+    p.add_argument("--all", action="store_true", help="include removed keys")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_command(_keys_list))
+
+    for name, action, text in (
+        ("enable", enable_key, "make a key usable again: clears its dead mark and cooldowns"),
+        ("disable", disable_key, "stop using a key until it is enabled (history is kept)"),
+        ("remove", remove_key, "retire a key (re-adding its value brings it back)"),
+        ("reset", reset_key, "clear a key's dead mark, cooldowns, last error and statistics"),
+    ):
+        p = leaf(group, name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("ref", metavar="REF", help="id, label, masked form or value of the key")
+        p.set_defaults(func=_command(_key_action(name, action)))
+
+
+def _add_users(subparsers: argparse._SubParsersAction, leaf: LeafFactory) -> None:
+    group = _family(
+        subparsers, "users", "manage user keys (who may call the proxy)",
+        "Clients authenticate to the proxy with a user key; the database keeps only its "
+        "sha256 hash. A REF is a user's id or label.",
+    )
+    p = leaf(
+        group, "add", help="create a user key",
+        description="Create a user and print their key. The key is shown once: only its hash "
+        "is stored, so it cannot be shown again.",
+    )
+    p.add_argument("label", metavar="LABEL", help="who the key is for (no spaces)")
+    p.add_argument("--key", help="use this key instead of generating one (at least 16 characters)")
+    p.set_defaults(func=_command(_users_add))
+
+    p = leaf(
+        group, "list", help="show users with their limits and usage",
+        description="Show every user with limits, and requests and tokens today (since "
+        "midnight Pacific time) and over the last 7 days.",
+    )
+    p.add_argument("--all", action="store_true", help="include removed users")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_command(_users_list))
+
+    p = leaf(group, "remove", help="revoke a user key", description="Revoke a user's key.")
+    p.add_argument("ref", metavar="REF", help="id or label of the user")
+    p.set_defaults(func=_command(_users_remove))
+
+    p = leaf(
+        group, "limits", help="show or change a user's limits",
+        description="Show a user's limits, or change the ones given. 0 (or 'none') lifts a "
+        "numeric limit; an empty --models '' allows every model.",
+        epilog="  gemini-proxy users limits alice --rpm 30 --tpd 2000000 --models 'gemini-2.5-flash|gemini-2.5-pro'",
+    )
+    p.add_argument("ref", metavar="REF", help="id or label of the user")
+    p.add_argument("--rpm", type=_limit, metavar="N", help="requests per minute (0 or none: no limit)")
+    p.add_argument("--tpd", type=_limit, metavar="N", help="tokens per day (0 or none: no limit)")
+    p.add_argument("--models", metavar="A|B", help="allowed models, separated by | or , ('' for all)")
+    p.set_defaults(func=_command(_users_limits))
+
+
+def _limit(text: str) -> int:
+    if text.strip().lower() in ("none", "off", "unlimited"):
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+# -- running commands -----------------------------------------------------------------------
+
+def _command(body: Callable[[Database, argparse.Namespace], int | None]) -> Handler:
+    """Wrap a command body: open and migrate the database, turn store errors into one line."""
+
+    def handler(args: argparse.Namespace) -> int:
+        path = db_path(args)
+        try:
+            db = open_db(path)
+            try:
+                migrate(db)
+                return body(db, args) or 0
+            finally:
+                db.close()
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except sqlite3.Error as exc:
+            print(f"error: database {path}: {exc}", file=sys.stderr)
+            return 1
+
+    return handler
+
+
+def _keys_add(db: Database, args: argparse.Namespace) -> int:
+    values = _stdin_keys() if args.value == "-" else [args.value]
+    if not values:
+        print("error: no keys on stdin", file=sys.stderr)
+        return EXIT_USAGE
+    for value in values:
+        before = find_key(db, value.strip()) if value.strip() else None
+        key_id = add_key(db, value, args.label)
+        if before is None or before["id"] != key_id:
+            print(f"added key {key_id} {mask_key(value.strip())}" + (f" ({args.label})" if args.label else ""))
+        elif before["status"] == "removed":
+            print(f"key {key_id} {before['masked']} was removed; it is active again")
+        else:
+            print(f"key {key_id} {before['masked']} is already in the pool ({before['status']})")
+    return 0
+
+
+def _stdin_keys() -> list[str]:
+    lines = (line.strip() for line in sys.stdin)
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _keys_list(db: Database, args: argparse.Namespace) -> int:
+    keys = list_keys(db, include_removed=args.all)
+    if args.json:
+        print(json.dumps(keys, indent=2, ensure_ascii=False))
+        return 0
+    if not keys:
+        print("no keys yet; add one with: gemini-proxy keys add VALUE")
+        return 0
+    ts = time.time()
+    rows = [
+        [
+            str(k["id"]), k["masked"], k["label"] or "", k["status"],
+            ", ".join(f"{c['model']} {_duration(c['cool_until'] - ts)}" for c in k["cooldowns"]) or "-",
+            "-" if k["success_rate"] is None else f"{k['success_rate']:.0%}",
+            _compact(k["requests_today"]), _compact(k["tokens_today"]),
+            k["invalid_reason"] or "",
+        ]
+        for k in keys
+    ]
+    headers = ["ID", "KEY", "LABEL", "STATUS", "COOLING", "OK 15M", "REQ TODAY", "TOK TODAY", "INVALID"]
+    _table(headers, rows, right={0, 5, 6, 7})
+    return 0
+
+
+def _key_action(verb: str, action: Callable[[Database, str], dict[str, Any]]) -> Callable[[Database, argparse.Namespace], int]:
+    past = {"enable": "enabled", "disable": "disabled", "remove": "removed", "reset": "reset"}[verb]
+
+    def body(db: Database, args: argparse.Namespace) -> int:
+        key = action(db, args.ref)
+        label = f" ({key['label']})" if key.get("label") else ""
+        print(f"key {key['id']} {key['masked']}{label} {past}")
+        return 0
+
+    return body
+
+
+def _users_add(db: Database, args: argparse.Namespace) -> int:
+    user_id, key = add_user(db, args.label, args.key)
+    if args.key is not None:
+        print(f"added user {user_id} {args.label!r} with the given key ({mask_key(key)})")
+        return 0
+    print(f"added user {user_id} {args.label!r}")
+    print(f"key: {key}")
+    print("Store this key now: it is shown only once (the database keeps only its hash).")
+    return 0
+
+
+def _users_list(db: Database, args: argparse.Namespace) -> int:
+    users = list_users(db, include_removed=args.all)
+    if args.json:
+        print(json.dumps(users, indent=2, ensure_ascii=False))
+        return 0
+    if not users:
+        print("no users yet; add one with: gemini-proxy users add LABEL")
+        return 0
+    rows = [
+        [
+            str(u["id"]), u["label"], u["masked"] or "", u["status"] or "",
+            _or_none(u["rpm_limit"]), _or_none(u["tpd_limit"]), "|".join(u["models"]) or "any",
+            _compact(u["requests_today"]), _compact(u["tokens_today"]),
+            _compact(u["requests_7d"]), _compact(u["tokens_7d"]),
+        ]
+        for u in users
+    ]
+    headers = ["ID", "LABEL", "KEY", "STATUS", "RPM", "TPD", "MODELS", "REQ TODAY", "TOK TODAY", "REQ 7D", "TOK 7D"]
+    _table(headers, rows, right={0, 4, 5, 7, 8, 9, 10})
+    return 0
+
+
+def _users_remove(db: Database, args: argparse.Namespace) -> int:
+    user = remove_user(db, args.ref)
+    print(f"user {user['id']} {user['label']!r} removed; their key no longer works")
+    return 0
+
+
+def _users_limits(db: Database, args: argparse.Namespace) -> int:
+    user = set_limits(db, args.ref, rpm=args.rpm, tpd=args.tpd, models=args.models)
+    models = user["allowed_models"].replace("|", ", ") if user["allowed_models"] else "any"
+    print(
+        f"user {user['id']} {user['label']!r}: rpm {_or_none(user['rpm_limit'])}, "
+        f"tpd {_or_none(user['tpd_limit'])}, models {models}"
+    )
+    return 0
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+def _table(headers: list[str], rows: Iterable[list[str]], right: set[int] = frozenset()) -> None:
+    """Print rows as aligned columns (right-aligned where numeric)."""
+    rows = list(rows)
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(parts).rstrip()
+
+    print(line(headers))
+    for row in rows:
+        print(line(row))
+
+
+def _duration(seconds: float) -> str:
+    """Format a time left as 45s, 3m12s, 2h05m or 1d03h."""
+    s = max(0, int(seconds + 0.5))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _compact(n: int | None) -> str:
+    """Format a count briefly: 950, 12.3k, 4.5M."""
+    n = n or 0
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{suffix}"
+    return str(n)
+
+
+def _or_none(value: int | None) -> str:
+    return "none" if not value else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Manage the pool of Google keys and read the views of it others need."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from sqlite_utils import Database
+
+from .db import fetch_all, fetch_one, snapshot, transaction
+from .events import add_event
+from .util import (
+    ELLIPSIS,
+    InvalidValue,
+    KeyNotFound,
+    StoreError,
+    mask_key,
+    minute_of,
+    now,
+    pacific_day_start,
+    valid_google_key,
+)
+
+log = logging.getLogger(__name__)
+
+# Every column except the secret value: what listings and lookups for display return.
+_PUBLIC = (
+    "id, masked, label, status, invalid_reason, invalid_at, created_at, updated_at, "
+    "last_used_at, last_error, rpm_cap"
+)
+
+
+def add_key(db: Database, value: str, label: str | None = None) -> int:
+    """Add a Google key and return its id.
+
+    Re-adding a removed key brings it back (active, dead mark cleared); re-adding a key that is
+    present in any other state changes nothing and returns its id.
+    """
+    value = (value or "").strip()
+    if not valid_google_key(value):
+        raise InvalidValue(f"not a Google API key: {mask_key(value)!s} (expected 8-256 of A-Z a-z 0-9 _ . -)")
+    label = _clean_label(label)
+    ts = now()
+    with transaction(db):
+        row = fetch_one(db, "SELECT id, status FROM google_keys WHERE value = ?", (value,))
+        if row is not None:
+            if row["status"] != "removed":
+                return row["id"]
+            db.execute(
+                "UPDATE google_keys SET status = 'active', invalid_reason = NULL, invalid_at = NULL, "
+                "label = coalesce(?, label), updated_at = ? WHERE id = ?",
+                (label, ts, row["id"]),
+            )
+            db.execute("DELETE FROM key_health WHERE key_id = ?", (row["id"],))
+            add_event(db, f"key {mask_key(value)} re-added by operator", key_id=row["id"], ts=ts)
+            return row["id"]
+        key_id = _insert(db, value, label, ts)
+        add_event(db, f"key {mask_key(value)} added by operator", key_id=key_id, ts=ts)
+        return key_id
+
+
+def find_key(db: Database, ref: str | int) -> dict[str, Any] | None:
+    """Return the key row (value included) that `ref` names, or None.
+
+    `ref` is tried as an id (all digits), then the full value, the label, and the masked form
+    (`AIza…x7Qc`, three dots accepted for the ellipsis). When a label or masked form matches
+    several keys the ones not removed win; if that still leaves several, StoreError.
+    """
+    text = str(ref).strip()
+    if not text:
+        return None
+    if text.isdigit():
+        row = fetch_one(db, "SELECT * FROM google_keys WHERE id = ?", (int(text),))
+        if row is not None:
+            return row
+    row = fetch_one(db, "SELECT * FROM google_keys WHERE value = ?", (text,))
+    if row is not None:
+        return row
+    for column, wanted in (("label", text), ("masked", text.replace("...", ELLIPSIS))):
+        rows = fetch_all(db, f"SELECT * FROM google_keys WHERE {column} = ? ORDER BY id", (wanted,))
+        if len(rows) > 1:
+            rows = [r for r in rows if r["status"] != "removed"] or rows
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            ids = ", ".join(str(r["id"]) for r in rows)
+            raise StoreError(f"{text!r} matches several keys (ids {ids}); use the id")
+    return None
+
+
+def enable_key(db: Database, ref: str | int) -> dict[str, Any]:
+    """Make a key active again, forgetting why it was dead and every cooldown."""
+    return _operator_change(
+        db, ref, "enabled",
+        "status = 'active', invalid_reason = NULL, invalid_at = NULL",
+        clear_health=True,
+    )
+
+
+def disable_key(db: Database, ref: str | int) -> dict[str, Any]:
+    """Stop choosing a key until it is enabled again (its history is kept)."""
+    return _operator_change(db, ref, "disabled", "status = 'disabled'")
+
+
+def remove_key(db: Database, ref: str | int) -> dict[str, Any]:
+    """Retire a key: hidden from listings and the pool; re-adding its value brings it back."""
+    return _operator_change(db, ref, "removed", "status = 'removed'")
+
+
+def reset_key(db: Database, ref: str | int) -> dict[str, Any]:
+    """Give a key a clean slate: no dead mark, no cooldowns, no last error, no stats history."""
+    return _operator_change(
+        db, ref, "reset",
+        "invalid_reason = NULL, invalid_at = NULL, last_error = NULL",
+        clear_health=True,
+        clear_stats=True,
+    )
+
+
+def merge_env_keys(db: Database, google_keys: Iterable[str], remove_keys: Iterable[str]) -> dict[str, int]:
+    """Merge GOOGLE_KEYS / REMOVE_GOOGLE_KEYS into the table; running it again changes nothing.
+
+    Keys already known are left as they are whatever their status, so a key the operator
+    removed or disabled in the console stays that way across restarts. Malformed entries are
+    skipped (counted in "skipped") rather than stopping the proxy from starting.
+    """
+    ts = now()
+    counts = {"added": 0, "removed": 0, "skipped": 0}
+    wanted = _unique(google_keys)
+    dropped = _unique(remove_keys)
+    with transaction(db):
+        for value in wanted:
+            if not valid_google_key(value):
+                counts["skipped"] += 1
+                log.warning("GOOGLE_KEYS entry %s is not a valid key; skipped", mask_key(value))
+                continue
+            if fetch_one(db, "SELECT id FROM google_keys WHERE value = ?", (value,)) is not None:
+                continue
+            key_id = _insert(db, value, None, ts)
+            add_event(db, f"key {mask_key(value)} added from GOOGLE_KEYS", key_id=key_id, ts=ts)
+            counts["added"] += 1
+        for value in dropped:
+            row = fetch_one(db, "SELECT id, status FROM google_keys WHERE value = ?", (value,))
+            if row is None or row["status"] == "removed":
+                continue
+            db.execute(
+                "UPDATE google_keys SET status = 'removed', updated_at = ? WHERE id = ?", (ts, row["id"])
+            )
+            add_event(db, f"key {mask_key(value)} removed by REMOVE_GOOGLE_KEYS", key_id=row["id"], ts=ts)
+            counts["removed"] += 1
+    return counts
+
+
+def list_keys(db: Database, window_minutes: int = 15, *, include_removed: bool = False) -> list[dict[str, Any]]:
+    """Describe every key for display (never the value), with health and usage.
+
+    success_rate is ok / (ok + rate_limited + key_dead + upstream_error) over the last
+    `window_minutes` (None without such traffic; client errors and refusals do not count
+    against a key). "Today" starts at the last midnight in America/Los_Angeles: that is the
+    day Google's per-day quotas count, so the numbers line up with them.
+    """
+    ts = now()
+    current = minute_of(ts)
+    window_start = current - max(1, window_minutes) + 1
+    day_start = minute_of(pacific_day_start(ts))
+    where = "" if include_removed else "WHERE status != 'removed'"
+    with snapshot(db):
+        keys = fetch_all(db, f"SELECT {_PUBLIC} FROM google_keys {where} ORDER BY id")
+        health = fetch_all(
+            db,
+            "SELECT key_id, model, cool_until, reason FROM key_health WHERE cool_until > ? "
+            "ORDER BY cool_until",
+            (ts,),
+        )
+        window = _by_key(fetch_all(
+            db,
+            "SELECT key_id, sum(ok) AS ok, sum(rate_limited + key_dead + upstream_error) AS bad "
+            "FROM stats_minute WHERE minute >= ? AND key_id != 0 GROUP BY key_id",
+            (window_start,),
+        ))
+        today = _by_key(fetch_all(
+            db,
+            "SELECT key_id, sum(requests) AS requests, sum(tokens_in + tokens_out) AS tokens "
+            "FROM stats_minute WHERE minute >= ? AND key_id != 0 GROUP BY key_id",
+            (day_start,),
+        ))
+    cooldowns: dict[int, list[dict[str, Any]]] = {}
+    for h in health:
+        cooldowns.setdefault(h["key_id"], []).append(
+            {"model": h["model"], "cool_until": h["cool_until"], "reason": h["reason"]}
+        )
+    out = []
+    for key in keys:
+        w = window.get(key["id"], {})
+        ok, bad = w.get("ok") or 0, w.get("bad") or 0
+        d = today.get(key["id"], {})
+        out.append({
+            **key,
+            "usable": key["status"] == "active" and key["invalid_reason"] is None,
+            "cooldowns": cooldowns.get(key["id"], []),
+            "success_rate": (ok / (ok + bad)) if ok + bad else None,
+            "requests_today": d.get("requests") or 0,
+            "tokens_today": d.get("tokens") or 0,
+        })
+    return out
+
+
+def pool_view(db: Database, pins_after_seq: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Return, in one consistent read, everything the in-memory pool needs.
+
+    keys: every key not removed, value included; health: cooldowns still running; users:
+    active users; pins: pins with seq > `pins_after_seq`, oldest first (pass the highest seq
+    seen so far to receive only new ones).
+    """
+    ts = now()
+    with snapshot(db):
+        return {
+            "keys": fetch_all(
+                db,
+                "SELECT id, value, masked, label, status, invalid_reason, invalid_at, updated_at, rpm_cap "
+                "FROM google_keys WHERE status != 'removed' ORDER BY id",
+            ),
+            "health": fetch_all(
+                db, "SELECT key_id, model, cool_until, reason FROM key_health WHERE cool_until > ?", (ts,)
+            ),
+            "users": fetch_all(
+                db,
+                "SELECT id, label, key_hash, status, updated_at, rpm_limit, tpd_limit, allowed_models "
+                "FROM users WHERE status = 'active' ORDER BY id",
+            ),
+            "pins": fetch_all(
+                db, "SELECT seq, name, key_id FROM pins WHERE seq > ? ORDER BY seq", (pins_after_seq,)
+            ),
+        }
+
+
+def _operator_change(
+    db: Database,
+    ref: str | int,
+    verb: str,
+    assignments: str,
+    *,
+    clear_health: bool = False,
+    clear_stats: bool = False,
+) -> dict[str, Any]:
+    """Apply one operator action to a key, stamp updated_at and log an event; return the new row."""
+    ts = now()
+    with transaction(db):
+        row = find_key(db, ref)
+        if row is None:
+            raise KeyNotFound(f"no key matches {str(ref)!r} (use an id, label or masked form from `keys list`)")
+        db.execute(f"UPDATE google_keys SET {assignments}, updated_at = ? WHERE id = ?", (ts, row["id"]))
+        if clear_health:
+            db.execute("DELETE FROM key_health WHERE key_id = ?", (row["id"],))
+        if clear_stats:
+            db.execute("DELETE FROM stats_minute WHERE key_id = ?", (row["id"],))
+        add_event(db, f"key {row['masked']} {verb} by operator", key_id=row["id"], ts=ts)
+        return fetch_one(db, f"SELECT {_PUBLIC} FROM google_keys WHERE id = ?", (row["id"],)) or {}
+
+
+def _insert(db: Database, value: str, label: str | None, ts: float) -> int:
+    table = db["google_keys"]
+    table.insert({
+        "value": value, "masked": mask_key(value), "label": label, "status": "active",
+        "created_at": ts, "updated_at": ts,
+    })
+    return int(table.last_pk)
+
+
+def _clean_label(label: str | None) -> str | None:
+    if label is None:
+        return None
+    label = label.strip()
+    if len(label) > 100:
+        raise InvalidValue("label is longer than 100 characters")
+    return label or None
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for value in values or ():
+        value = (value or "").strip()
+        if value:
+            seen.setdefault(value, None)
+    return list(seen)
+
+
+def _by_key(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {r["key_id"]: r for r in rows}

@@ -1,0 +1,33 @@
+"""Remember which Google key owns an uploaded file or a cached content.
+
+A file uploaded with one key is invisible to the others, so later requests that name it must
+go out with the same key. The hot path reads pins from the pool view; these are for the
+writer and for tests.
+"""
+from __future__ import annotations
+
+from sqlite_utils import Database
+
+from .db import fetch_one, transaction
+from .util import now
+
+
+def pin(db: Database, name: str, key_id: int, *, ts: float | None = None) -> None:
+    """Record that `name` (e.g. "files/abc123") belongs to key `key_id`.
+
+    Pinning to a different key gives the pin a new seq, so pools that only fetch pins newer
+    than the last seq they saw still learn about the change; re-pinning to the same key is a
+    no-op.
+    """
+    with transaction(db):
+        db.execute("DELETE FROM pins WHERE name = ? AND key_id != ?", (name, key_id))
+        db.execute(
+            "INSERT INTO pins (name, key_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            (name, key_id, ts if ts is not None else now()),
+        )
+
+
+def lookup(db: Database, name: str) -> int | None:
+    """Return the id of the key `name` is pinned to, or None."""
+    row = fetch_one(db, "SELECT key_id FROM pins WHERE name = ?", (name,))
+    return None if row is None else int(row["key_id"])

@@ -1,0 +1,258 @@
+"""Create and evolve the schema through named, ordered migrations.
+
+To change the schema, append `("000N_what_it_does", function)` to MIGRATIONS. Never edit or
+reorder a migration that has shipped: databases in the field have recorded its name.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Callable
+
+from sqlite_utils import Database
+
+from .db import fetch_all, transaction
+from .util import StoreError, now
+
+Migration = tuple[str, Callable[[Database], None]]
+
+
+class SchemaTooNew(StoreError):
+    """Raise when the database was migrated by a newer gemini-api-proxy than this one."""
+
+
+class SchemaMissing(StoreError):
+    """Raise when the database has not been (fully) migrated yet."""
+
+
+# Columns of `requests` that writers may set (seq is assigned by SQLite).
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "id", "started_at", "ended_at", "user_id", "user_label", "dialect", "method", "path",
+    "model", "key_id", "key_masked", "status", "attempts", "attempts_detail", "stream",
+    "ttfb_ms", "duration_ms", "tokens_in", "tokens_out", "error_class", "error_message",
+    "worker_pid",
+)
+
+STATS_COUNTERS: tuple[str, ...] = (
+    "requests", "ok", "rate_limited", "key_dead", "upstream_error", "client_error",
+    "rejected", "tokens_in", "tokens_out",
+)
+
+# Outcomes of one upstream attempt; each is a counter column of stats_minute.
+OUTCOMES: tuple[str, ...] = (
+    "ok", "rate_limited", "key_dead", "upstream_error", "client_error", "rejected",
+)
+
+
+def _initial(db: Database) -> None:
+    """Create the first version of every table."""
+    db.create_table(
+        "google_keys",
+        {
+            "id": "INTEGER", "value": "TEXT", "masked": "TEXT", "label": "TEXT",
+            "status": "TEXT", "invalid_reason": "TEXT", "invalid_at": "REAL",
+            "created_at": "REAL", "updated_at": "REAL", "last_used_at": "REAL",
+            "last_error": "TEXT", "rpm_cap": "INTEGER",
+        },
+        pk="id",
+        not_null=["value", "status"],
+        defaults={"status": "active"},
+    )
+    db["google_keys"].create_index(["value"], index_name="google_keys_value", unique=True)
+
+    db.create_table(
+        "key_health",
+        {
+            "key_id": "INTEGER", "model": "TEXT", "cool_until": "REAL", "reason": "TEXT",
+            "last_error": "TEXT", "updated_at": "REAL",
+        },
+        pk=("key_id", "model"),
+    )
+
+    db.create_table(
+        "stats_minute",
+        {
+            "minute": "INTEGER", "key_id": "INTEGER", "model": "TEXT", "user_id": "INTEGER",
+            "dialect": "TEXT", **{c: "INTEGER" for c in STATS_COUNTERS},
+        },
+        pk=("minute", "key_id", "model", "user_id", "dialect"),
+        not_null=["key_id", "model", "user_id", "dialect"],
+        defaults={
+            "key_id": 0, "model": "", "user_id": 0, "dialect": "native",
+            **{c: 0 for c in STATS_COUNTERS},
+        },
+    )
+    db["stats_minute"].create_index(["key_id", "minute"], index_name="stats_minute_key")
+    db["stats_minute"].create_index(["user_id", "minute"], index_name="stats_minute_user")
+
+    # sqlite-utils cannot declare AUTOINCREMENT, and these tables need it: readers page and
+    # tail them by seq/id, which must never be reused after old rows are pruned.
+    db.execute(
+        """
+        CREATE TABLE requests (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT UNIQUE NOT NULL,
+            started_at REAL,
+            ended_at REAL,
+            user_id INTEGER,
+            user_label TEXT,
+            dialect TEXT,
+            method TEXT,
+            path TEXT,
+            model TEXT,
+            key_id INTEGER,
+            key_masked TEXT,
+            status INTEGER,
+            attempts INTEGER DEFAULT 0,
+            attempts_detail TEXT,
+            stream INTEGER DEFAULT 0,
+            ttfb_ms REAL,
+            duration_ms REAL,
+            tokens_in INTEGER,
+            tokens_out INTEGER,
+            error_class TEXT,
+            error_message TEXT,
+            worker_pid INTEGER
+        )
+        """
+    )
+    db["requests"].create_index(["started_at"], index_name="requests_started_at")
+    for column in ("model", "key_id", "user_id", "status"):
+        db["requests"].create_index([column, "seq"], index_name=f"requests_{column}_seq")
+
+    db.execute(
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL,
+            level TEXT,
+            message TEXT,
+            request_id TEXT,
+            status INTEGER,
+            key_id INTEGER,
+            model TEXT
+        )
+        """
+    )
+    db["events"].create_index(["ts"], index_name="events_ts")
+
+    db.create_table(
+        "users",
+        {
+            "id": "INTEGER", "label": "TEXT", "key_hash": "TEXT", "masked": "TEXT",
+            "status": "TEXT", "created_at": "REAL", "updated_at": "REAL",
+            "rpm_limit": "INTEGER", "tpd_limit": "INTEGER", "allowed_models": "TEXT",
+        },
+        pk="id",
+        not_null=["label", "key_hash"],
+        defaults={"status": "active"},
+    )
+    db["users"].create_index(["label"], index_name="users_label", unique=True)
+    db["users"].create_index(["key_hash"], index_name="users_key_hash", unique=True)
+
+    db.execute(
+        """
+        CREATE TABLE pins (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT UNIQUE NOT NULL,
+            key_id INTEGER NOT NULL,
+            created_at REAL
+        )
+        """
+    )
+
+    db.create_table(
+        "workers",
+        {
+            "host": "TEXT", "pid": "INTEGER", "started_at": "REAL", "last_seen": "REAL",
+            "version": "TEXT", "inflight": "INTEGER", "served": "INTEGER",
+        },
+        pk=("host", "pid"),
+    )
+
+    db.create_table("meta", {"key": "TEXT", "value": "TEXT"}, pk="key")
+    # Signs upload-session tokens; shared by every worker because it lives in the file.
+    db["meta"].insert({"key": "secret", "value": secrets.token_hex(32)})
+
+
+MIGRATIONS: list[Migration] = [
+    ("0001_initial", _initial),
+]
+
+
+def known_names() -> list[str]:
+    """Return the names of the migrations this code knows, in order."""
+    return [name for name, _ in MIGRATIONS]
+
+
+def applied(db: Database) -> list[str]:
+    """Return the names of the migrations recorded in the database (empty if none)."""
+    if not _has_migrations_table(db):
+        return []
+    return [r["name"] for r in fetch_all(db, "SELECT name FROM migrations ORDER BY applied_at, name")]
+
+
+def pending(db: Database) -> list[str]:
+    """Return the known migrations the database has not had yet."""
+    done = set(applied(db))
+    return [name for name in known_names() if name not in done]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply every pending migration in one write transaction; return the names applied.
+
+    Safe to call from many processes at once: the first takes the write lock and migrates,
+    the others then find nothing to do.
+    """
+    if _up_to_date(db):
+        return []
+    done: list[str] = []
+    with transaction(db):
+        if not _has_migrations_table(db):
+            db.create_table("migrations", {"name": "TEXT", "applied_at": "REAL"}, pk="name")
+        recorded = set(applied(db))
+        _refuse_unknown(recorded)
+        for name, step in MIGRATIONS:
+            if name in recorded:
+                continue
+            step(db)
+            db.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, now()))
+            done.append(name)
+    return done
+
+
+def check_schema(db: Database) -> None:
+    """Raise SchemaMissing or SchemaTooNew unless the database matches this code exactly."""
+    recorded = set(applied(db))
+    if not recorded:
+        raise SchemaMissing(
+            "database has no schema yet; start the proxy once (gemini-proxy serve) to create it"
+        )
+    _refuse_unknown(recorded)
+    missing = [name for name in known_names() if name not in recorded]
+    if missing:
+        raise SchemaMissing(
+            f"database needs migrations {', '.join(missing)}; start the proxy once (gemini-proxy serve) to apply them"
+        )
+
+
+def _up_to_date(db: Database) -> bool:
+    """Tell, with one read and no lock, whether there is nothing to migrate."""
+    recorded = set(applied(db))
+    _refuse_unknown(recorded)
+    return bool(recorded) and all(name in recorded for name in known_names())
+
+
+def _refuse_unknown(recorded: set[str]) -> None:
+    unknown = sorted(recorded - set(known_names()))
+    if unknown:
+        raise SchemaTooNew(
+            f"database was migrated by a newer gemini-api-proxy ({', '.join(unknown)}); "
+            "upgrade gemini-api-proxy to use it"
+        )
+
+
+def _has_migrations_table(db: Database) -> bool:
+    row = db.conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'"
+    ).fetchone()
+    return row is not None

@@ -1,0 +1,521 @@
+"""Persist what the proxy observed, in short batches, from one real OS thread per process.
+
+Request handlers never touch SQLite: they `put` small tuples on an in-memory queue (a deque
+append, well under a microsecond) and this writer drains it every `interval` seconds into one
+`BEGIN IMMEDIATE` transaction. Counters are summed in memory first, so a busy minute costs one
+upsert per (minute, key, model, user, dialect), not one per request.
+
+Ops are tuples whose first item names them; build them with the convenience methods rather
+than by hand:
+
+    ("request_started", row)       ("request_finished", row)
+    ("attempt", minute, key_id, model, user_id, dialect, outcome, final, tokens_in, tokens_out)
+    ("key_used", key_id, ts, error)           ("key_invalid", key_id, reason, ts)
+    ("key_cooled", key_id, model, cool_until, reason, last_error, ts)
+    ("event", ts, level, message, request_id, status, key_id, model)
+    ("pin", name, key_id, ts)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from sqlite_utils import Database
+
+from .. import __version__, realthread
+from .db import open_db
+from .schema import OUTCOMES, REQUEST_COLUMNS, STATS_COUNTERS, migrate
+from .util import now
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 1.0
+_LOCK_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
+# Index of each outcome's counter in a STATS_COUNTERS-ordered list.
+_OUTCOME_INDEX = {name: STATS_COUNTERS.index(name) for name in OUTCOMES}
+_REQUESTS, _TOKENS_IN, _TOKENS_OUT = (STATS_COUNTERS.index(c) for c in ("requests", "tokens_in", "tokens_out"))
+_REQUEST_FIELDS = frozenset(REQUEST_COLUMNS)
+
+_COLS = ", ".join(REQUEST_COLUMNS)
+# attempts and stream have column defaults of 0, which an explicit NULL would bypass.
+_VALUES = ", ".join(f"coalesce(:{c}, 0)" if c in ("attempts", "stream") else f":{c}" for c in REQUEST_COLUMNS)
+_SQL_REQUEST_START = f"INSERT INTO requests ({_COLS}) VALUES ({_VALUES}) ON CONFLICT(id) DO NOTHING"
+# A finish fills in the row its start created, or creates it when the start never arrived.
+# Values the finish leaves out (None) keep what the start wrote.
+_SQL_REQUEST_FINISH = (
+    f"INSERT INTO requests ({_COLS}) VALUES ({_VALUES}) ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c} = coalesce(:{c}, {c})" for c in REQUEST_COLUMNS if c != "id")
+)
+_STATS_KEY = ("minute", "key_id", "model", "user_id", "dialect")
+_SQL_STATS = (
+    f"INSERT INTO stats_minute ({', '.join(_STATS_KEY + STATS_COUNTERS)}) "
+    f"VALUES ({', '.join('?' * (len(_STATS_KEY) + len(STATS_COUNTERS)))}) "
+    f"ON CONFLICT({', '.join(_STATS_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in STATS_COUNTERS)
+)
+_SQL_KEY_USED = (
+    "UPDATE google_keys SET last_used_at = max(coalesce(last_used_at, 0), ?), "
+    "last_error = coalesce(?, last_error) WHERE id = ?"
+)
+# An operator who re-enabled or reset a key after the failure was seen wins over the
+# failure still sitting in a queue: compare with updated_at, the time of the operator's change.
+_SQL_KEY_INVALID = (
+    "UPDATE google_keys SET invalid_reason = ?, invalid_at = ? "
+    "WHERE id = ? AND invalid_reason IS NULL AND coalesce(updated_at, 0) <= ?"
+)
+_SQL_KEY_COOLED = (
+    "INSERT INTO key_health (key_id, model, cool_until, reason, last_error, updated_at) "
+    "SELECT ?, ?, ?, ?, ?, ? "
+    "WHERE NOT EXISTS (SELECT 1 FROM google_keys WHERE id = ? AND updated_at > ?) "
+    "ON CONFLICT(key_id, model) DO UPDATE SET "
+    "reason = CASE WHEN excluded.cool_until >= coalesce(key_health.cool_until, 0) "
+    "THEN excluded.reason ELSE key_health.reason END, "
+    "cool_until = max(coalesce(key_health.cool_until, 0), excluded.cool_until), "
+    "last_error = excluded.last_error, updated_at = excluded.updated_at"
+)
+_SQL_EVENT = (
+    "INSERT INTO events (ts, level, message, request_id, status, key_id, model) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_UNPIN = "DELETE FROM pins WHERE name = ? AND key_id != ?"
+_SQL_PIN = "INSERT INTO pins (name, key_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING"
+_SQL_WORKER = (
+    "INSERT INTO workers (host, pid, started_at, last_seen, version, inflight, served) "
+    "VALUES (:host, :pid, :started_at, :last_seen, :version, :inflight, :served) "
+    "ON CONFLICT(host, pid) DO UPDATE SET started_at = excluded.started_at, "
+    "last_seen = excluded.last_seen, version = excluded.version, "
+    "inflight = excluded.inflight, served = excluded.served"
+)
+
+
+class _Flush:
+    """A marker in the queue; its lock is released once every op before it is committed."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = realthread.lock()
+        self.done.acquire()
+
+
+class Writer:
+    """Batch the proxy's observations into SQLite from a dedicated OS thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        interval: float = 0.15,
+        max_batch: int = 5000,
+        heartbeat: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self.max_batch = max_batch
+        self._heartbeat = heartbeat
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._db: Database | None = None
+        self._started = False
+        self._running = False
+        self._closing = False
+        self._closed = False
+        self._started_at = 0.0
+        self._last_heartbeat = 0.0
+        self._warned_fields: set[str] = set()
+        # Held while idle; releasing it wakes the thread before its interval is up.
+        self._wake = realthread.lock()
+        self._wake.acquire()
+        # Held while the thread runs; released as it exits.
+        self._done = realthread.lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open a connection (migrating a fresh file) and start the writer thread.
+
+        Call it in the process that will put ops (after a fork, not before: threads do not
+        survive fork). Calling it twice does nothing.
+        """
+        if self._started:
+            return
+        self._db = open_db(self.path)
+        migrate(self._db)
+        self._started = True
+        self._running = True
+        self._started_at = now()
+        self._done.acquire()
+        realthread.start(self._run)
+
+    def put(self, op: tuple[Any, ...]) -> None:
+        """Queue one op; never blocks and never touches SQLite (a deque append is thread-safe)."""
+        self._queue.append(op)
+
+    @property
+    def depth(self) -> int:
+        """Return how many ops are waiting to be written."""
+        return len(self._queue)
+
+    def flush(self, timeout: float = 10) -> bool:
+        """Wait until every op put so far is committed; False if `timeout` ran out first."""
+        if not self._running:
+            return not self._queue
+        marker = _Flush()
+        self._queue.append(("flush", marker))
+        self._poke()
+        return _wait(marker.done, timeout)
+
+    def close(self, timeout: float = 10) -> None:
+        """Write everything still queued, then stop the thread; later calls do nothing.
+
+        Ops put after close are never written.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self._started:
+            if not self._queue:
+                return
+            self.start()
+        self._closing = True
+        self._poke()
+        if not _wait(self._done, timeout):
+            log.warning("store writer: %d ops still unwritten after %.1fs at close", len(self._queue), timeout)
+        else:
+            self._done.release()
+
+    # -- what the proxy calls ---------------------------------------------------------------
+
+    def request_started(self, row: dict[str, Any]) -> None:
+        """Record a request as in flight (its status stays NULL until it finishes)."""
+        self._queue.append(("request_started", dict(row)))
+
+    def request_finished(self, row: dict[str, Any]) -> None:
+        """Record the final state of a request (same id as its start; the start may be missing)."""
+        self._queue.append(("request_finished", dict(row)))
+
+    def attempt(
+        self,
+        *,
+        ts: float,
+        key_id: int | None,
+        model: str | None,
+        user_id: int | None,
+        dialect: str | None,
+        outcome: str,
+        final: bool,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+    ) -> None:
+        """Count one upstream attempt in its minute bucket; the final one also counts the request and tokens."""
+        try:
+            index = _OUTCOME_INDEX[outcome]
+        except KeyError:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}") from None
+        self._queue.append((
+            "attempt", int(ts // 60), key_id or 0, model or "", user_id or 0, dialect or "native",
+            index, bool(final), tokens_in or 0, tokens_out or 0,
+        ))
+
+    def key_used(self, key_id: int, ts: float, error: str | None = None) -> None:
+        """Note that a key was used at `ts` (and the error it got, when there was one)."""
+        self._queue.append(("key_used", key_id, ts, error))
+
+    def key_invalid(self, key_id: int, reason: str, ts: float) -> None:
+        """Mark a key dead for `reason` (leaves updated_at alone: that stamps operator changes)."""
+        self._queue.append(("key_invalid", key_id, reason, ts))
+
+    def key_cooled(self, key_id: int, model: str, cool_until: float, reason: str, last_error: str | None) -> None:
+        """Cool (key, model) until `cool_until`; a longer cooldown already stored is kept."""
+        self._queue.append(("key_cooled", key_id, model or "", cool_until, reason, last_error, now()))
+
+    def event(
+        self,
+        level: str,
+        message: str,
+        *,
+        request_id: str | None = None,
+        status: int | None = None,
+        key_id: int | None = None,
+        model: str | None = None,
+        ts: float | None = None,
+    ) -> None:
+        """Append a line to the event log."""
+        self._queue.append(("event", ts or now(), level, message, request_id, status, key_id, model))
+
+    def pin(self, name: str, key_id: int) -> None:
+        """Remember that an uploaded file or cached content belongs to `key_id`."""
+        self._queue.append(("pin", name, key_id, now()))
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass  # already awake
+
+    def _run(self) -> None:
+        try:
+            while True:
+                if not self._closing and len(self._queue) < self.max_batch:
+                    self._wake.acquire(timeout=self.interval)
+                batch = self._take()
+                beat = self._beat()
+                if batch or beat:
+                    self._write(batch, beat)
+                if self._closing and not self._queue:
+                    break
+        except BaseException:  # pragma: no cover - a bug here must not pass silently
+            log.exception("store writer stopped; %d ops lost", len(self._queue))
+        finally:
+            if self._db is not None:
+                self._db.close()
+            self._running = False
+            self._done.release()
+
+    def _take(self) -> list[tuple[Any, ...]]:
+        batch = []
+        popleft = self._queue.popleft
+        for _ in range(min(len(self._queue), self.max_batch)):
+            batch.append(popleft())
+        return batch
+
+    def _beat(self) -> dict[str, Any] | None:
+        """Return the workers row to write now, if a heartbeat is due."""
+        if self._heartbeat is None:
+            return None
+        ts = now()
+        if ts - self._last_heartbeat < HEARTBEAT_EVERY and not self._closing:
+            return None
+        self._last_heartbeat = ts
+        try:
+            extra = dict(self._heartbeat() or {})
+        except Exception:
+            log.exception("store writer: heartbeat callback failed")
+            extra = {}
+        row = {
+            "host": socket.gethostname(), "pid": os.getpid(), "started_at": self._started_at,
+            "last_seen": ts, "version": __version__, "inflight": None, "served": None,
+        }
+        row.update({k: v for k, v in extra.items() if k in row})
+        return row
+
+    def _write(self, batch: list[tuple[Any, ...]], beat: dict[str, Any] | None) -> None:
+        """Commit one batch: retry while the database is locked; if it fails otherwise, drop only the bad ops."""
+        careful = False
+        attempt = 0
+        while True:
+            try:
+                self._commit(batch, beat, careful=careful)
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc):
+                    if careful:
+                        log.exception("store writer: batch of %d ops could not be committed; dropped", len(batch))
+                        break
+                    careful = True
+                    continue
+                delay = _LOCK_BACKOFF[min(attempt, len(_LOCK_BACKOFF) - 1)]
+                attempt += 1
+                log.warning("store writer: database locked, retrying %d ops in %.2fs", len(batch), delay)
+                realthread.real_sleep(delay)
+            except Exception:
+                if careful:
+                    log.exception("store writer: batch of %d ops could not be committed; dropped", len(batch))
+                    break
+                # Something in the batch is bad: redo it op by op to find and drop just that.
+                careful = True
+        for op in batch:
+            if op[0] == "flush":
+                op[1].done.release()
+
+    def _commit(self, batch: list[tuple[Any, ...]], beat: dict[str, Any] | None, *, careful: bool) -> None:
+        assert self._db is not None
+        conn = self._db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if careful:
+                self._apply_each(conn, batch)
+            else:
+                self._apply(conn, batch)
+            if beat is not None:
+                self._write_beat(conn, beat, careful=careful)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _write_beat(self, conn: sqlite3.Connection, beat: dict[str, Any], *, careful: bool) -> None:
+        if not careful:
+            conn.execute(_SQL_WORKER, beat)
+            return
+        # A heartbeat the callback filled with something unstorable must not sink the batch.
+        conn.execute("SAVEPOINT beat")
+        try:
+            conn.execute(_SQL_WORKER, beat)
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise
+            log.error("store writer: heartbeat not written: %s", exc)
+            conn.execute("ROLLBACK TO beat")
+        except Exception as exc:
+            log.error("store writer: heartbeat not written: %s", exc)
+            conn.execute("ROLLBACK TO beat")
+        conn.execute("RELEASE beat")
+
+    def _apply_each(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
+        dropped = 0
+        for op in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                self._apply(conn, [op])
+            except sqlite3.OperationalError as exc:
+                if _is_locked(exc):
+                    raise
+                dropped += 1
+                _log_bad_op(op, exc, dropped)
+                conn.execute("ROLLBACK TO op")
+            except Exception as exc:
+                dropped += 1
+                _log_bad_op(op, exc, dropped)
+                conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+        if dropped:
+            log.error("store writer: dropped %d bad ops of %d", dropped, len(batch))
+
+    def _apply(self, conn: sqlite3.Connection, ops: Iterable[tuple[Any, ...]]) -> None:
+        """Fold `ops` into as few statements as possible and run them on `conn`."""
+        starts: dict[str, dict[str, Any]] = {}
+        finishes: dict[str, dict[str, Any]] = {}
+        stats: dict[tuple[Any, ...], list[int]] = {}
+        used: dict[int, list[Any]] = {}
+        invalid: dict[int, tuple[Any, ...]] = {}
+        cooled: dict[tuple[int, str], list[Any]] = {}
+        events: list[tuple[Any, ...]] = []
+        pins: dict[str, tuple[int, float]] = {}
+        for op in ops:
+            kind = op[0]
+            if kind == "attempt":
+                _, minute, key_id, model, user_id, dialect, index, final, t_in, t_out = op
+                counts = stats.get((minute, key_id, model, user_id, dialect))
+                if counts is None:
+                    counts = stats[(minute, key_id, model, user_id, dialect)] = [0] * len(STATS_COUNTERS)
+                counts[index] += 1
+                if final:
+                    counts[_REQUESTS] += 1
+                    counts[_TOKENS_IN] += int(t_in)
+                    counts[_TOKENS_OUT] += int(t_out)
+            elif kind == "request_started":
+                row = self._request_row(op[1])
+                starts.setdefault(row["id"], row)
+            elif kind == "request_finished":
+                row = self._request_row(op[1])
+                earlier = finishes.get(row["id"])
+                if earlier is not None:
+                    row = {**earlier, **{k: v for k, v in row.items() if v is not None}}
+                finishes[row["id"]] = row
+            elif kind == "key_used":
+                _, key_id, ts, error = op
+                seen = used.setdefault(key_id, [ts, None])
+                seen[0] = max(seen[0], ts)
+                if error is not None:
+                    seen[1] = error
+            elif kind == "key_invalid":
+                _, key_id, reason, ts = op
+                invalid.setdefault(key_id, (reason, ts, key_id, ts))
+            elif kind == "key_cooled":
+                _, key_id, model, cool_until, reason, last_error, ts = op
+                cool_until = float(cool_until)
+                held = cooled.get((key_id, model))
+                if held is None:
+                    cooled[(key_id, model)] = [key_id, model, cool_until, reason, last_error, ts, key_id, ts]
+                else:
+                    if cool_until >= held[2]:
+                        held[2], held[3] = cool_until, reason
+                    held[4], held[5], held[7] = last_error, ts, ts
+            elif kind == "event":
+                events.append(op[1:])
+            elif kind == "pin":
+                _, name, key_id, ts = op
+                pins[name] = (key_id, ts)
+            elif kind == "flush":
+                pass
+            else:
+                raise ValueError(f"unknown op {kind!r}")
+
+        if starts:
+            for rid in [rid for rid in starts if rid in finishes]:
+                # Both ends in one batch: a single insert of the merged row.
+                start = starts.pop(rid)
+                finishes[rid] = {k: (v if v is not None else start.get(k)) for k, v in finishes[rid].items()}
+            if starts:
+                conn.executemany(_SQL_REQUEST_START, list(starts.values()))
+        if finishes:
+            conn.executemany(_SQL_REQUEST_FINISH, list(finishes.values()))
+        if stats:
+            conn.executemany(_SQL_STATS, [(*k, *v) for k, v in stats.items()])
+        if used:
+            conn.executemany(_SQL_KEY_USED, [(ts, err, key_id) for key_id, (ts, err) in used.items()])
+        if invalid:
+            conn.executemany(_SQL_KEY_INVALID, list(invalid.values()))
+        if cooled:
+            conn.executemany(_SQL_KEY_COOLED, list(cooled.values()))
+        if events:
+            conn.executemany(_SQL_EVENT, events)
+        if pins:
+            conn.executemany(_SQL_UNPIN, [(name, key_id) for name, (key_id, _) in pins.items()])
+            conn.executemany(_SQL_PIN, [(name, key_id, ts) for name, (key_id, ts) in pins.items()])
+
+    def _request_row(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Return a requests row with every column present, values ready for SQLite."""
+        if not given.get("id"):
+            raise ValueError("request row without an id")
+        row = dict.fromkeys(REQUEST_COLUMNS)
+        for name, value in given.items():
+            if name not in _REQUEST_FIELDS:
+                if name not in self._warned_fields:
+                    self._warned_fields.add(name)
+                    log.warning("store writer: requests has no column %r; value ignored", name)
+                continue
+            if isinstance(value, (list, dict)):
+                value = json.dumps(value, separators=(",", ":"))
+            elif isinstance(value, bool):
+                value = int(value)
+            row[name] = value
+        return row
+
+
+def _wait(done: Any, timeout: float) -> bool:
+    """Wait for an OS lock without freezing gevent: poll, sleeping with whatever `time.sleep` is now.
+
+    Under gunicorn's gevent worker `time.sleep` yields to other greenlets, so a worker that
+    flushes at shutdown keeps serving its last requests meanwhile; elsewhere it is a plain sleep.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    while not done.acquire(False):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _log_bad_op(op: tuple[Any, ...], exc: Exception, count: int) -> None:
+    # Only the first few are logged one by one: a poisoned batch must not flood the log.
+    if count <= 5:
+        log.error("store writer: dropped op %r: %s", op[0], exc)

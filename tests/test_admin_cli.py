@@ -1,0 +1,217 @@
+"""`gemini-proxy keys …` and `gemini-proxy users …`, driven through argparse like the main CLI."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from proxy import admin
+from proxy.store import hash_user_key, open_db
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_parser(db_option=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gemini-proxy")
+    subparsers = parser.add_subparsers(dest="command")
+    admin.add_parsers(subparsers, db_option)
+    return parser
+
+
+@pytest.fixture
+def db_file(tmp_path):
+    return tmp_path / "data" / "keys.db"
+
+
+@pytest.fixture
+def run(db_file, capsys):
+    """Run one command line against the test database; return (exit code, stdout, stderr)."""
+
+    def run(*argv: str, parser: argparse.ArgumentParser | None = None) -> tuple[int, str, str]:
+        args = (parser or build_parser()).parse_args([*argv, "--db", str(db_file)])
+        code = args.func(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def db(path):
+    return open_db(path)
+
+
+def test_keys_add_list_on_a_fresh_path(run, db_file):
+    code, out, err = run("keys", "add", "fake-key-0001-abcd", "--label", "main")
+    assert (code, err) == (0, "")
+    assert out == "added key 1 fake…abcd (main)\n"
+    assert db_file.exists()
+    code, out, _ = run("keys", "add", "fake-key-0001-abcd")
+    assert out == "key 1 fake…abcd is already in the pool (active)\n"
+    code, out, _ = run("keys", "list")
+    assert code == 0
+    header, line = out.splitlines()
+    assert header.split()[:4] == ["ID", "KEY", "LABEL", "STATUS"]
+    assert line.split()[:4] == ["1", "fake…abcd", "main", "active"]
+    assert "fake-key-0001-abcd" not in out
+
+
+def test_keys_list_shows_cooldowns_rates_and_usage(run, db_file):
+    run("keys", "add", "fake-key-0001-abcd")
+    database = db(db_file)
+    now = time.time()
+    database.execute("INSERT INTO key_health VALUES (1, 'gemini-2.5-pro', ?, 'per-minute', 'x', ?)", (now + 192, now))
+    database.execute(
+        "INSERT INTO stats_minute (minute, key_id, requests, ok, rate_limited, tokens_in, tokens_out) "
+        "VALUES (?, 1, 4, 3, 1, 1200, 300)",
+        (int(now // 60),),
+    )
+    code, out, _ = run("keys", "list")
+    line = out.splitlines()[1]
+    assert "gemini-2.5-pro 3m1" in line  # 3m12s or 3m11s depending on the clock
+    assert "75%" in line
+    assert line.split()[-2:] == ["4", "1.5k"]
+
+
+def test_keys_list_json_and_all(run):
+    run("keys", "add", "fake-key-0001")
+    run("keys", "add", "fake-key-0002")
+    run("keys", "remove", "2")
+    code, out, _ = run("keys", "list", "--json")
+    keys = json.loads(out)
+    assert [k["id"] for k in keys] == [1]
+    assert "value" not in keys[0] and "fake-key-0001" not in out
+    _, out, _ = run("keys", "list", "--all", "--json")
+    assert [(k["id"], k["status"]) for k in json.loads(out)] == [(1, "active"), (2, "removed")]
+
+
+def test_key_actions(run, db_file):
+    run("keys", "add", "fake-key-0001-abcd", "--label", "main")
+    assert run("keys", "disable", "main")[1] == "key 1 fake…abcd (main) disabled\n"
+    assert db(db_file)["google_keys"].get(1)["status"] == "disabled"
+    assert run("keys", "enable", "fake...abcd")[1] == "key 1 fake…abcd (main) enabled\n"
+    assert run("keys", "reset", "1")[1] == "key 1 fake…abcd (main) reset\n"
+    assert run("keys", "remove", "fake-key-0001-abcd")[1] == "key 1 fake…abcd (main) removed\n"
+    assert db(db_file)["google_keys"].get(1)["status"] == "removed"
+    code, out, _ = run("keys", "add", "fake-key-0001-abcd")
+    assert out == "key 1 fake…abcd was removed; it is active again\n"
+
+
+def test_unknown_ref_and_bad_value_exit_2_with_one_line(run):
+    code, out, err = run("keys", "disable", "nope")
+    assert code == 2 and out == ""
+    assert err.startswith("error: no key matches 'nope'") and err.count("\n") == 1
+    code, _, err = run("keys", "add", "not a key")
+    assert code == 2 and "not a Google API key" in err and "not a key" not in err
+    code, _, err = run("users", "remove", "ghost")
+    assert code == 2 and err.startswith("error: no user matches 'ghost'")
+
+
+def test_keys_add_from_stdin(run, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("fake-key-0001\n\n# a comment\nfake-key-0002\n"))
+    code, out, _ = run("keys", "add", "-")
+    assert code == 0
+    assert out.splitlines() == ["added key 1 fake…0001", "added key 2 fake…0002"]
+
+
+def test_users_add_prints_the_key_once(run, db_file):
+    code, out, _ = run("users", "add", "alice")
+    assert code == 0
+    key = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("key: "))
+    assert key.startswith("gp-")
+    assert "shown only once" in out
+    row = db(db_file)["users"].get(1)
+    assert row["key_hash"] == hash_user_key(key)
+    _, listing, _ = run("users", "list")
+    assert key not in listing and row["masked"] in listing
+
+
+def test_users_add_with_given_key_does_not_echo_it(run, db_file):
+    code, out, _ = run("users", "add", "bob", "--key", "bobs-own-secret-key-123")
+    assert code == 0 and "bobs-own-secret-key-123" not in out
+    assert db(db_file)["users"].get(1)["key_hash"] == hash_user_key("bobs-own-secret-key-123")
+    code, _, err = run("users", "add", "bob")
+    assert code == 2 and "already exists" in err
+
+
+def test_users_limits_list_remove(run, db_file):
+    run("users", "add", "alice")
+    code, out, _ = run("users", "limits", "alice", "--rpm", "30", "--tpd", "2000000", "--models", "gemini-a|gemini-b")
+    assert code == 0
+    assert out == "user 1 'alice': rpm 30, tpd 2000000, models gemini-a, gemini-b\n"
+    assert run("users", "limits", "1")[1] == out  # no options: just show
+    assert run("users", "limits", "alice", "--rpm", "none", "--models", "")[1] == (
+        "user 1 'alice': rpm none, tpd 2000000, models any\n"
+    )
+    _, out, _ = run("users", "list", "--json")
+    users = json.loads(out)
+    assert users[0]["label"] == "alice" and users[0]["tpd_limit"] == 2000000
+    assert "key_hash" not in users[0]
+    assert run("users", "remove", "alice")[1] == "user 1 'alice' removed; their key no longer works\n"
+    assert run("users", "list")[1].startswith("no users yet")
+    assert "removed" in run("users", "list", "--all")[1]
+
+
+def test_bad_limit_is_an_argparse_error(db_file, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["users", "limits", "alice", "--rpm", "lots", "--db", str(db_file)])
+    assert exit_.value.code == 2
+    assert "not a whole number" in capsys.readouterr().err
+
+
+def test_db_option_as_parent_parser_or_function(db_file, capsys):
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--db")
+    for option in (parent, lambda p: p.add_argument("--db")):
+        args = build_parser(option).parse_args(["keys", "list", "--db", str(db_file)])
+        assert args.func(args) == 0
+    assert db_file.exists()
+
+
+def test_db_path_defaults(monkeypatch):
+    args = argparse.Namespace(db=None)
+    monkeypatch.delenv("PROXY_DB", raising=False)
+    assert admin.db_path(args) == "data/keys.db"
+    monkeypatch.setenv("PROXY_DB", "/srv/proxy.db")
+    assert admin.db_path(args) == "/srv/proxy.db"
+    assert admin.db_path(argparse.Namespace(db="x.db")) == "x.db"
+
+
+def test_env_proxy_db_is_used(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "env.db"
+    monkeypatch.setenv("PROXY_DB", str(target))
+    args = build_parser().parse_args(["keys", "add", "fake-key-0001"])
+    assert args.func(args) == 0
+    assert db(target)["google_keys"].count == 1
+
+
+def test_help_texts(capsys):
+    parser = build_parser()
+    for argv in (["keys", "--help"], ["keys", "add", "--help"], ["users", "limits", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "masked" in out and "stdin" in out and "--db PATH" in out and "no limit" in out
+
+
+def test_family_without_action_prints_help(capsys):
+    args = build_parser().parse_args(["keys"])
+    assert args.func(args) == 2
+    assert "ACTION" in capsys.readouterr().err
+
+
+def test_module_entry_point(tmp_path):
+    path = tmp_path / "keys.db"
+    cmd = [sys.executable, "-m", "proxy.admin"]
+    done = subprocess.run([*cmd, "keys", "add", "fake-key-0001", "--db", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "added key 1 fake…0001\n"
+    done = subprocess.run([*cmd, "keys", "enable", "nope", "--db", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("error:")
