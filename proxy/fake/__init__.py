@@ -1,0 +1,1 @@
+"""Pieces of the fake Gemini API; `proxy.fake_upstream` is the entry point."""
