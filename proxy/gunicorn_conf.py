@@ -1,6 +1,7 @@
 """gunicorn configuration for `gemini-proxy serve`: gevent workers sized from Settings."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from proxy.settings import Settings
@@ -16,7 +17,7 @@ def options(settings: Settings) -> dict[str, Any]:
         # gevent workers answer the arbiter's heartbeat while requests wait on I/O, so
         # this only catches a wedged worker; long generations are not affected.
         "timeout": 60,
-        "graceful_timeout": settings.graceful_timeout,
+        "graceful_timeout": int(math.ceil(settings.graceful_timeout)),
         "keepalive": 75,  # outlive Traefik's idle keep-alive so it never reuses a closed socket
         "accesslog": None,  # the proxy logs one richer line per request itself
         "errorlog": "-",
