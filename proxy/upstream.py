@@ -95,8 +95,15 @@ class Reply:
 
 
 def filter_request_headers(headers: Any) -> dict[str, str]:
-    """Keep the client's headers that Google should see; drop credentials and hop-by-hop."""
-    return {k: v for k, v in headers.items() if k.lower() not in DROP_REQUEST_HEADERS}
+    """Keep the client's headers that Google should see; drop credentials and hop-by-hop.
+
+    Headers the client names in `Connection` are hop-by-hop too (RFC 9110, 7.6.1).
+    """
+    drop = DROP_REQUEST_HEADERS
+    named = headers.get("Connection")
+    if named:
+        drop = drop | {h.strip().lower() for h in named.split(",")}
+    return {k: v for k, v in headers.items() if k.lower() not in drop}
 
 
 def _reply_headers(resp: requests.Response) -> list[tuple[str, str]]:
