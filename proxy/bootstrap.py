@@ -16,6 +16,11 @@ def prepare_database(settings: Settings) -> bytes:
         schema.migrate(db)
         keys.merge_env_keys(db, settings.google_keys, settings.remove_google_keys)
         users.merge_env_users(db, settings.user_keys)
-        return meta.get_secret(db).encode()
+        secret = meta.get_secret(db).encode()
     finally:
         db.close()
+    if not settings.demo:
+        from proxy.demo import retire_leftovers
+
+        retire_leftovers(settings.db_path)
+    return secret

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.settings import Settings
 
-DEMO_USER_KEY = "demo-user-key"
+DEMO_USER_KEY = "demo-user-key-0001"
 # Four keys with different characters, so the console has something to show:
 # one healthy, one tired quickly, one dead, one flaky.
 DEMO_KEYS = {
@@ -75,24 +75,26 @@ def _label_demo_keys(db_path: str) -> None:
         db.close()
 
 
-def _retire_demo_keys(db_path: str) -> None:
-    """Take demo keys and the demo user out, so a later real `serve` never sends them to Google."""
+def retire_leftovers(db_path: str) -> None:
+    """Take demo keys and the demo user out, so a real `serve` never sends them to Google.
+
+    The demo user key is printed in the README and on screen: it must never stay valid
+    outside a demo, even after a demo that was killed before it could clean up.
+    """
     from proxy.store import db as store_db
-    from proxy.store.keys import remove_key
-    from proxy.store.users import remove_user
-    from proxy.store.util import StoreError
+    from proxy.store.keys import find_key, remove_key
+    from proxy.store.users import find_user, remove_user
+    from proxy.store.util import mask_key
 
     db = store_db.open_db(db_path)
     try:
         for value in DEMO_KEYS:
-            try:
+            key = find_key(db, value)
+            if key and key["status"] != "removed":
                 remove_key(db, value)
-            except StoreError:
-                pass
-        try:
+        user = find_user(db, "demo")
+        if user and user["status"] != "removed" and user["masked"] == mask_key(DEMO_USER_KEY):
             remove_user(db, "demo")
-        except StoreError:
-            pass
     finally:
         db.close()
 
@@ -183,5 +185,5 @@ Press Ctrl-C to stop.""", flush=True)
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        _retire_demo_keys(db_path)
+        retire_leftovers(db_path)
     return 0
