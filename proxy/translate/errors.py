@@ -36,3 +36,140 @@ def openai_error_body(message: str, type: str = "invalid_request_error",
                       code: str | None = None, param: str | None = None) -> dict[str, Any]:
     """Build OpenAI's `{"error": {message, type, param, code}}` envelope."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class TranslationError(ValueError):
+    """Invalid client input that cannot be translated; becomes a 4xx in the client's dialect."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+        self.code = code
+
+    def to_openai(self) -> tuple[int, dict[str, Any]]:
+        """Return (status, OpenAI error body) for this error."""
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        return self.status, openai_error_body(self.message, kind, self.code, self.param)
+
+    def to_gemini(self) -> tuple[int, dict[str, Any]]:
+        """Return (status, Google error envelope) for this error."""
+        return self.status, gemini_error_body(self.status, self.message)
+
+
+def _google_error(body: Any) -> dict[str, Any]:
+    """Dig the inner `error` object out of a Google body, array-wrapped or not."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            return inner
+    return {}
+
+
+def _details(err: dict[str, Any]) -> list[dict[str, Any]]:
+    details = err.get("details")
+    if not isinstance(details, list):
+        return []
+    return [d for d in details if isinstance(d, dict)]
+
+
+def _error_reasons(err: dict[str, Any]) -> set[str]:
+    return {d["reason"] for d in _details(err) if isinstance(d.get("reason"), str)}
+
+
+def _quota_ids(err: dict[str, Any]) -> list[str]:
+    ids: list[str] = []
+    for d in _details(err):
+        violations = d.get("violations")
+        if isinstance(violations, list):
+            for v in violations:
+                if isinstance(v, dict):
+                    for key in ("quotaId", "quotaMetric"):
+                        if isinstance(v.get(key), str):
+                            ids.append(v[key])
+    return ids
+
+
+def retry_delay_seconds(body: dict[str, Any] | list[Any] | None) -> float | None:
+    """Return RetryInfo.retryDelay ("38s", "1.5s") of a Google error body in seconds, if any."""
+    for d in _details(_google_error(body)):
+        delay = d.get("retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                value = float(delay[:-1])
+            except ValueError:
+                continue
+            if value >= 0:
+                return value
+    return None
+
+
+def is_daily_quota(body: dict[str, Any] | list[Any] | None) -> bool:
+    """Tell whether a 429 body is about a per-day quota or a `limit: 0` (no quota at all)."""
+    err = _google_error(body)
+    if any("PerDay" in q for q in _quota_ids(err)):
+        return True
+    message = err.get("message")
+    return isinstance(message, str) and ("limit: 0," in message or "PerDay" in message)
+
+
+_STATUS_TEXT = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+                429: "Too many requests", 500: "Internal error", 502: "Bad gateway",
+                503: "Service unavailable", 504: "Gateway timeout"}
+
+
+def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None, *,
+                           retry_after: float | None = None) -> tuple[int, dict[str, Any]]:
+    """Translate a Google error answer into (status, OpenAI error body).
+
+    The openai SDK picks its exception class from the HTTP status alone and reads
+    `error.{message,type,code,param}` from the body, so the status carries the
+    meaning and the body mirrors what api.openai.com sends for the same case.
+    """
+    err = _google_error(body)
+    message = err.get("message")
+    if not isinstance(message, str) or not message:
+        message = _STATUS_TEXT.get(status, f"Upstream error {status}")
+    reasons = _error_reasons(err)
+
+    if status == 400 and "API_KEY_INVALID" in reasons:
+        return 401, openai_error_body(message, "invalid_request_error", "invalid_api_key")
+    if status == 401:
+        return 401, openai_error_body(message, "authentication_error", None)
+    if status == 403:
+        return 403, openai_error_body(message, "permission_error", "permission_denied")
+    if status == 404:
+        code = "model_not_found" if "model" in message.lower() else "not_found"
+        return 404, openai_error_body(message, "invalid_request_error", code)
+    if status == 429:
+        if retry_after is None:
+            retry_after = retry_delay_seconds(body)
+        if retry_after is not None and "retry" not in message.lower():
+            message = f"{message} Please retry in {retry_after:g}s."
+        if is_daily_quota(body):
+            # Mirrors OpenAI's own body for an exhausted quota: retrying soon will not help.
+            return 429, openai_error_body(message, "insufficient_quota", "insufficient_quota")
+        # api.openai.com labels request-rate limits with type "requests".
+        return 429, openai_error_body(message, "requests", "rate_limit_exceeded")
+    if status >= 500:
+        return status, openai_error_body(message, "server_error", None)
+    if 400 <= status < 500:
+        return status, openai_error_body(message, "invalid_request_error", None)
+    return 502, openai_error_body(message, "server_error", None)
+
+
+def openai_error_type(status: int) -> str:
+    """Return the OpenAI `error.type` conventionally paired with an HTTP status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "requests"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"

@@ -1,0 +1,174 @@
+"""Translate function tools, tool choice, calls and results between OpenAI and Gemini."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .fields import expect_dict, expect_list, fail
+from .schema import schema_for_gemini
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+_JSON_START = frozenset('{["-0123456789tfn')
+
+
+def check_name(name: Any, path: str) -> str:
+    """Validate a function name against Gemini's rules (letter/_ first, ≤64 of [A-Za-z0-9_.:-])."""
+    if not isinstance(name, str) or not name:
+        raise fail(path, "must be a non-empty string")
+    if not _NAME.fullmatch(name):
+        raise fail(path, f"{name[:80]!r} is not a valid function name (start with a letter or _, "
+                         "then letters, digits, _ . : -; at most 64 characters)")
+    return name
+
+
+def function_declaration(name: Any, description: Any, parameters: Any,
+                         path: str) -> dict[str, Any]:
+    """Return a Gemini functionDeclaration for an OpenAI function tool.
+
+    `parameters` goes through schema cleaning; if cleaning would change its
+    meaning it is sent untouched as `parametersJsonSchema` instead.
+    """
+    decl: dict[str, Any] = {"name": check_name(name, f"{path}.name")}
+    if description is not None:
+        if not isinstance(description, str):
+            raise fail(f"{path}.description", "must be a string")
+        if description:
+            decl["description"] = description
+    if parameters is not None:
+        as_json, schema = schema_for_gemini(parameters, path=f"{path}.parameters")
+        if as_json:
+            decl["parametersJsonSchema"] = schema
+        elif schema.get("properties") or schema.get("type") not in ("object", None):
+            decl["parameters"] = schema
+        # else: a function without arguments; Gemini wants no parameters at all.
+    return decl
+
+
+def check_unique(decls: list[dict[str, Any]], path: str) -> None:
+    """Reject two declarations with the same name (Gemini 400s on duplicates)."""
+    seen: set[str] = set()
+    for i, decl in enumerate(decls):
+        if decl["name"] in seen:
+            raise fail(f"{path}[{i}]", f"duplicate function name {decl['name']!r}")
+        seen.add(decl["name"])
+
+
+def _allowed_names(tools: Any, path: str, flat: bool) -> list[str]:
+    names = []
+    for i, tool in enumerate(expect_list(tools, path)):
+        tool = expect_dict(tool, f"{path}[{i}]")
+        if tool.get("type", "function") != "function":
+            continue
+        if flat:
+            names.append(check_name(tool.get("name"), f"{path}[{i}].name"))
+        else:
+            fn = expect_dict(tool.get("function"), f"{path}[{i}].function")
+            names.append(check_name(fn.get("name"), f"{path}[{i}].function.name"))
+    return names
+
+
+def tool_choice_config(choice: Any, decls: list[dict[str, Any]], path: str, *,
+                       flat: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Return (toolConfig or None, declarations to send) for an OpenAI `tool_choice`.
+
+    `flat` is the Responses API spelling ({"type":"function","name":…}) rather
+    than Chat's ({"type":"function","function":{"name":…}}). `allowed_tools`
+    narrows the declarations, since Gemini only honours allowedFunctionNames
+    together with mode ANY.
+    """
+    if choice is None:
+        return None, decls
+    declared = {d["name"] for d in decls}
+    if isinstance(choice, str):
+        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}.get(choice)
+        if mode is None:
+            raise fail(path, "must be none, auto, required or a function choice")
+        if not decls:
+            return None, decls
+        return {"functionCallingConfig": {"mode": mode}}, decls
+    choice = expect_dict(choice, path)
+    kind = choice.get("type")
+    if kind == "function":
+        if flat:
+            name = check_name(choice.get("name"), f"{path}.name")
+            npath = f"{path}.name"
+        else:
+            fn = expect_dict(choice.get("function"), f"{path}.function")
+            name = check_name(fn.get("name"), f"{path}.function.name")
+            npath = f"{path}.function.name"
+        if name not in declared:
+            raise fail(npath, f"{name!r} is not one of the declared function tools")
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}, decls
+    if kind == "allowed_tools":
+        spec = choice if flat else expect_dict(choice.get("allowed_tools"), f"{path}.allowed_tools")
+        spath = path if flat else f"{path}.allowed_tools"
+        mode = spec.get("mode", "auto")
+        if mode not in ("auto", "required"):
+            raise fail(f"{spath}.mode", "must be auto or required")
+        names = _allowed_names(spec.get("tools"), f"{spath}.tools", flat)
+        for name in names:
+            if name not in declared:
+                raise fail(f"{spath}.tools", f"{name!r} is not one of the declared function tools")
+        kept = [d for d in decls if d["name"] in names]
+        if not kept:
+            return None, []
+        return {"functionCallingConfig": {"mode": "AUTO" if mode == "auto" else "ANY"}}, kept
+    if not isinstance(kind, str):
+        raise fail(f"{path}.type", "must be a string")
+    # Built-in tool choices (file_search, web_search…) have no Gemini counterpart.
+    return None, decls
+
+
+def parse_arguments(arguments: Any, path: str) -> dict[str, Any]:
+    """Parse an OpenAI tool call's `arguments` JSON string into Gemini `args`."""
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, dict):
+        return arguments
+    if not isinstance(arguments, str):
+        raise fail(path, "must be a JSON string")
+    try:
+        args = json.loads(arguments)
+    except ValueError as exc:
+        raise fail(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(args, dict):
+        raise fail(path, "must encode a JSON object")
+    return args
+
+
+def function_call_part(name: str, args: dict[str, Any], signature: str | None) -> dict[str, Any]:
+    """Return a Gemini functionCall part, with its thought signature when known."""
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def response_payload(output: str) -> dict[str, Any]:
+    """Wrap a tool result as Gemini `functionResponse.response` (must be an object).
+
+    A JSON object passes as is; any other JSON value, or plain text, goes under
+    "result" (text that is not JSON stays text instead of failing).
+    """
+    stripped = output.lstrip()
+    if stripped and stripped[0] in _JSON_START:
+        try:
+            value = json.loads(output)
+        except ValueError:
+            return {"result": output}
+        if isinstance(value, dict):
+            return value
+        return {"result": value}
+    return {"result": output}
+
+
+def function_response_part(name: str, output: str) -> dict[str, Any]:
+    """Return a Gemini functionResponse part for a tool result."""
+    return {"functionResponse": {"name": name, "response": response_payload(output)}}
+
+
+def function_call_json(args: Any) -> str:
+    """Serialise Gemini `args` as an OpenAI `arguments` string."""
+    return json.dumps(args if isinstance(args, dict) else {}, separators=(",", ":"),
+                      ensure_ascii=False)
