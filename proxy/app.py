@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from proxy import __version__
 from proxy.bootstrap import prepare_database
+from proxy.exchange import Counters
 from proxy.pool import KeyPool, Refresher
 from proxy.settings import Settings, load_settings
 from proxy.upstream import Upstream
@@ -33,20 +34,14 @@ class ProxyState:
     refresher: Refresher
     secret: bytes
     trusted: list[Any] = field(default_factory=list)
-    inflight: int = 0
-    served: int = 0
     started_at: float = field(default_factory=time.time)
     closed: bool = False
-
-    def track(self, delta: int) -> None:
-        self.inflight += delta
-        if delta < 0:
-            self.served += 1
+    cache: dict[str, Any] = field(default_factory=dict)  # small per-worker caches (model list)
 
     def heartbeat(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
-                "last_seen": time.time(), "version": __version__, "inflight": self.inflight,
-                "served": self.served}
+                "last_seen": time.time(), "version": __version__, "inflight": Counters.inflight,
+                "served": Counters.served}
 
     def close(self) -> None:
         """Stop background work and flush every queued write (idempotent)."""
@@ -79,14 +74,14 @@ def configure_logging(level: str) -> None:
 def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] | None = None
                ) -> Flask:
     """Build the proxy app: open the store, load the pool, start the writer and refresher."""
-    from proxy.routes import native, ops
+    from proxy.routes import native, openai, ops
     from proxy.store import db as store_db, keys as store_keys
     from proxy.store.writer import Writer
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     secret = prepare_database(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     if test_config:
         app.config.update(test_config)
@@ -108,32 +103,63 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     app.extensions["proxy"] = state
 
     app.register_blueprint(ops.bp)
+    app.register_blueprint(openai.bp)
     app.register_blueprint(native.bp)
     _register_error_handlers(app)
+    if settings.cors_origins:
+        _enable_cors(app, settings.cors_origins)
     if not settings.user_keys and not pool.users:
         log.warning("no user keys: every request will be refused (set USER_KEYS or run "
                     "`gemini-proxy users add NAME`)")
     return app
 
 
+CORS_EXPOSE = "Retry-After, X-Goog-Upload-URL, X-Goog-Upload-Status, X-Request-Id"
+
+
+def _enable_cors(app: Flask, origins: list[str]) -> None:
+    """Answer browsers from the configured origins (preflight included)."""
+    allowed = set(origins)
+
+    @app.after_request
+    def cors(resp: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin and ("*" in allowed or origin in allowed):
+            resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+            resp.headers["Vary"] = "Origin"
+            resp.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+            if request.method == "OPTIONS":
+                resp.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+                resp.headers["Access-Control-Allow-Headers"] = request.headers.get(
+                    "Access-Control-Request-Headers", "Authorization, Content-Type, X-Goog-Api-Key")
+                resp.headers["Access-Control-Max-Age"] = "600"
+        return resp
+
+
 def _register_error_handlers(app: Flask) -> None:
     from proxy.routes.native import gemini_error
+    from proxy.routes.openai import openai_error
+
+    def dialect_error(code: int, message: str) -> Response:
+        if request.path.startswith(("/openai/", "/v1/chat/", "/v1/embeddings", "/v1/responses")):
+            return openai_error(code, message)
+        return gemini_error(code, message)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
         if code == 413:
             limit = app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-            return gemini_error(413, f"Request body is larger than this proxy accepts "
+            return dialect_error(413, f"Request body is larger than this proxy accepts "
                                      f"({limit:g} MiB; see MAX_REQUEST_BODY_MB).")
         if code == 404:
-            return gemini_error(404, f"No route for {request.method} {request.path}. Native "
-                                     "Gemini calls live under /v1beta/ and /v1/.")
+            return dialect_error(404, f"No route for {request.method} {request.path}. Native "
+                                     "Gemini calls live under /v1beta/ and /v1/, OpenAI ones under /v1/ and /openai/v1/.")
         if code == 405:
-            return gemini_error(405, f"{request.method} is not allowed on {request.path}.")
-        return gemini_error(code, exc.description or exc.name)
+            return dialect_error(405, f"{request.method} is not allowed on {request.path}.")
+        return dialect_error(code, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return gemini_error(500, f"The proxy failed to handle this request ({type(exc).__name__}).")
+        return dialect_error(500, f"The proxy failed to handle this request ({type(exc).__name__}).")

@@ -7,19 +7,26 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.pool import User
-from proxy.upstream import Reply
+if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent patches ssl
+    from proxy.pool import User
+    from proxy.upstream import Reply
 
 log = logging.getLogger("proxy.request")
-PID = os.getpid()
+
+
+class Counters:
+    """Requests in flight and served by this process (streams count until their last byte)."""
+
+    inflight = 0
+    served = 0
 
 
 class Exchange:
     """Track one request; `finish()` queues its row and stats, and logs one line."""
 
-    def __init__(self, writer: Any, *, user: User | None, dialect: str, method: str, path: str,
+    def __init__(self, writer: Any, *, user: "User | None", dialect: str, method: str, path: str,
                  model: str = "", stream: bool = False) -> None:
         self.writer = writer
         self.id = uuid.uuid4().hex
@@ -32,23 +39,35 @@ class Exchange:
         self.started = time.time()
         self._t0 = time.monotonic()
         self.finished = False
+        Counters.inflight += 1
         if writer is not None:
             writer.request_started(self._row(status=None))
+
+    def __enter__(self) -> "Exchange":
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        """Record a request the proxy itself failed on; the error still propagates."""
+        if exc is not None and not self.finished:
+            self.finish(500, None, error_class="proxy_error",
+                        error_message=f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def _row(self, **fields: Any) -> dict[str, Any]:
         row = {"id": self.id, "started_at": self.started, "user_id": self.user.id if self.user else 0,
                "user_label": self.user.label if self.user else None, "dialect": self.dialect,
                "method": self.method, "path": self.path, "model": self.model,
-               "stream": int(self.stream), "worker_pid": PID}
+               "stream": int(self.stream), "worker_pid": os.getpid()}
         row.update(fields)
         return row
 
-    def finish(self, status: int, reply: Reply | None = None, *, tokens: tuple[int, int] | None = None,
+    def finish(self, status: int, reply: "Reply | None" = None, *, tokens: tuple[int, int] | None = None,
                error_class: str | None = None, error_message: str | None = None) -> None:
         """Record the end of the request (idempotent: the first call wins)."""
         if self.finished:
             return
         self.finished = True
+        Counters.inflight -= 1
+        Counters.served += 1
         duration = time.monotonic() - self._t0
         key = reply.key if reply else None
         attempts = reply.attempts if reply else []
@@ -95,4 +114,6 @@ def _counter(error_class: str) -> str:
     """Map an error class to its stats_minute counter (proxy refusals count as rejected)."""
     if error_class == "rate_limited_day":
         return "rate_limited"
+    if error_class == "proxy_error":
+        return "upstream_error"
     return error_class if error_class in _COUNTERS else "rejected"

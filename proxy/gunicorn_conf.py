@@ -12,7 +12,7 @@ def options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [settings.bind],
         "workers": settings.workers,
-        "worker_class": "gevent",
+        "worker_class": "proxy.worker.ProxyWorker",
         "worker_connections": settings.worker_connections,
         # gevent workers answer the arbiter's heartbeat while requests wait on I/O, so
         # this only catches a wedged worker; long generations are not affected.
@@ -23,6 +23,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "proc_name": "gemini-proxy",
+        "control_socket_disable": True,  # no socket in $HOME: systemd's ProtectHome forbids it
         "worker_exit": worker_exit,
         "forwarded_allow_ips": ",".join(n.split("/")[0] for n in settings.trusted_proxies),
     }

@@ -128,6 +128,8 @@ class Settings:
                                             "name=model pairs for OpenAI clients.")
     cors_origins: list[str] = setting("CORS_ORIGINS", _pipe_list, [],
                                       "Origins allowed by CORS (empty: CORS off; * for any).")
+    image_fetch_private: bool = setting("IMAGE_FETCH_PRIVATE", _bool, False,
+                                        "Let image_url fetches reach private addresses.")
     pool_refresh: float = setting("POOL_REFRESH_SECONDS", _positive(float), 1.0,
                                   "How often each worker re-reads keys from the database.")
     writer_interval: float = setting("WRITER_INTERVAL_SECONDS", _positive(float), 0.15,

@@ -12,11 +12,11 @@ from flask import Blueprint, Response, current_app, request
 
 from proxy import uploads
 from proxy.auth import presented_key
-from proxy.errors import Kind, Outcome
 from proxy.exchange import Exchange
 from proxy.translate.errors import gemini_error_body
 from proxy.upstream import Call, PoolUnavailable, Reply, error_message, filter_request_headers
-from proxy.usage import UsageTail, usage_from
+from proxy.relay import Passthrough, relay_stream
+from proxy.usage import usage_from
 
 bp = Blueprint("native", __name__)
 
@@ -121,50 +121,22 @@ def _pin_created(reply: Reply, path: str) -> None:
 
 def relay(ex: Exchange, reply: Reply, *, sse: bool) -> Response:
     """Turn an upstream Reply into the client's response, recording the exchange."""
-    st = state()
     if reply.chunks is None:
         tokens = usage_from(reply.body) if reply.status < 300 and reply.body else None
         ex.finish(reply.status, reply, tokens=tokens,
                   error_message=error_message(reply) if reply.status >= 400 else None)
         return Response(reply.body, status=reply.status, headers=reply.headers)
+    return stream_response(relay_stream(state().pool, ex, reply, Passthrough(sse)),
+                           reply.status, reply.headers)
 
-    def stream() -> Iterator[bytes]:
-        tail = UsageTail()
-        sent = 0
-        try:
-            for chunk in reply.chunks:  # type: ignore[union-attr]
-                tail.feed(chunk)
-                sent += 1
-                yield chunk
-        except GeneratorExit:  # the client went away; nothing more to send
-            ex.finish(499, reply, tokens=tail.result(), error_class="client_error",
-                      error_message=f"client closed the connection after {sent} chunks")
-            raise
-        except Exception as exc:
-            # Text already reached the client: never restart on another key. Say so in the
-            # stream where the framing allows, then cut the connection so the client
-            # sees an incomplete answer rather than a clean end.
-            reason = f"upstream stream broke after {sent} chunks: {type(exc).__name__}"
-            st.pool.report(reply.key, ex.model, Outcome(Kind.UPSTREAM, 502, reason))
-            ex.finish(reply.status, reply, tokens=tail.result(), error_class="upstream_error",
-                      error_message=reason)
-            if sse:
-                yield b"data: " + json.dumps(gemini_error_body(502, reason)).encode() + b"\n\n"
-            raise StreamBroken(reason) from None
-        finally:
-            st.pool.end(reply.key)
-            reply.close()
-        ex.finish(reply.status, reply, tokens=tail.result())
 
-    headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
-    resp = Response(stream(), status=reply.status, headers=headers)
+def stream_response(body: Iterator[bytes], status: int, headers: list[tuple[str, str]]) -> Response:
+    """Return a streamed response that no proxy in between should buffer."""
+    resp = Response(body, status=status,
+                    headers=[(k, v) for k, v in headers if k.lower() != "content-length"])
     resp.headers["X-Accel-Buffering"] = "no"
     resp.headers["Cache-Control"] = "no-cache"
     return resp
-
-
-class StreamBroken(Exception):
-    """Raised inside a relayed stream so the server drops the connection mid-answer."""
 
 
 def passthrough(path: str, *, dialect: str = "native") -> Response:
@@ -201,8 +173,7 @@ def passthrough(path: str, *, dialect: str = "native") -> Response:
     log_path = path if not upload_token else path + "?upload_token=…"
     ex = Exchange(st.writer, user=user, dialect=dialect, method=request.method, path=log_path,
                   model=model, stream=stream)
-    st.track(+1)
-    try:
+    with ex:
         call = Call(request.method, path, _client_params(), filter_request_headers(request.headers),
                     body, model=model, stream=stream, pinned=pinned, bearer=bearer,
                     url=session[1] if session else None)
@@ -216,8 +187,6 @@ def passthrough(path: str, *, dialect: str = "native") -> Response:
             _rewrite_upload_url(reply, path)
             _pin_created(reply, path)
         return relay(ex, reply, sse=sse)
-    finally:
-        st.track(-1)
 
 
 def _rewrite_upload_url(reply: Reply, path: str) -> None:

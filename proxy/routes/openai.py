@@ -1,0 +1,326 @@
+"""The OpenAI API: chat completions, embeddings, models, Responses — translated to native Gemini.
+
+Translating here (rather than forwarding to Google's OpenAI layer) lets the pool read
+real usageMetadata, classify errors, and keep Gemini 3 thought signatures.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+from flask import Blueprint, Response, request
+
+from proxy.auth import has_gemini_key, presented_key
+from proxy.exchange import Exchange
+from proxy.images import fetch_images
+from proxy.pool import User
+from proxy.relay import relay_stream
+from proxy.routes.native import passthrough, state, stream_response
+from proxy.translate.chat import chat_request_to_gemini, gemini_to_chat_completion, image_urls_to_fetch
+from proxy.translate.chat_stream import ChatStreamTranslator
+from proxy.translate.embeddings import embeddings_request_to_gemini, gemini_to_embeddings, split_batches
+from proxy.translate.errors import TranslationError, gemini_error_to_openai, openai_error_body
+from proxy.translate.models import gemini_model_to_openai, gemini_models_to_openai, normalise_model
+from proxy.translate.responses import gemini_to_response, responses_request_to_gemini
+from proxy.translate.responses_stream import ResponsesStreamTranslator
+from proxy.translate.sse import SSE_DONE, SSEParser, sse, sse_event
+from proxy.upstream import Call, PoolUnavailable, Reply, error_message
+from proxy.usage import usage_from
+
+bp = Blueprint("openai", __name__)
+MODELS_TTL = 60.0  # seconds the upstream model list is reused
+
+
+def openai_error(status: int, message: str, type: str | None = None, *, code: str | None = None,
+                 param: str | None = None, retry_after: float | None = None) -> Response:
+    """Return an error in OpenAI's envelope."""
+    kind = type or ("server_error" if status >= 500 else "invalid_request_error")
+    return _json(status, openai_error_body(message, kind, code, param), retry_after)
+
+
+def _json(status: int, body: Any, retry_after: float | None = None) -> Response:
+    resp = Response(json.dumps(body), status=status, mimetype="application/json")
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return resp
+
+
+def _authenticate() -> User | Response:
+    user = state().pool.authenticate(presented_key(request.headers, request.args))
+    if user is None:
+        return openai_error(401, "Missing or unknown proxy key. Pass your user key as "
+                                 "Authorization: Bearer <key>.", "invalid_request_error",
+                            code="invalid_api_key")
+    return user
+
+
+def _body() -> dict[str, Any] | Response:
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError as exc:
+        return openai_error(400, f"The request body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return openai_error(400, "The request body must be a JSON object.")
+    return body
+
+
+def _rejected(ex: Exchange, exc: PoolUnavailable) -> Response:
+    ex.finish(exc.status, None, error_class="rejected", error_message=exc.message)
+    if exc.status == 429:
+        return openai_error(429, f"All Google keys are resting ({exc.message}); retry after "
+                                 f"{math.ceil(exc.retry_after or 1)} s.", "rate_limit_error",
+                            code="rate_limit_exceeded", retry_after=exc.retry_after)
+    return openai_error(503, exc.message, "server_error", code="no_usable_key")
+
+
+def _upstream_error(ex: Exchange, reply: Reply) -> Response:
+    try:
+        parsed = json.loads(reply.body or b"null")
+    except ValueError:
+        parsed = None
+    status, body = gemini_error_to_openai(reply.status, parsed)
+    ex.finish(reply.status, reply, error_message=error_message(reply))
+    return _json(status, body)
+
+
+def _exchange(user: User, model: str, stream: bool) -> Exchange:
+    return Exchange(state().writer, user=user, dialect="openai", method=request.method,
+                    path=request.path, model=model, stream=stream)
+
+
+def _generate(model: str, body: dict[str, Any], stream: bool) -> Call:
+    method = "streamGenerateContent" if stream else "generateContent"
+    return Call("POST", f"/v1beta/models/{model}:{method}", [("alt", "sse")] if stream else [],
+                {"Content-Type": "application/json"}, json.dumps(body).encode(), model=model,
+                stream=stream)
+
+
+class Translated:
+    """Framing for OpenAI streams: parse upstream SSE, emit translated events."""
+
+    abort_on_break = False  # OpenAI clients get an error event, then a clean end
+
+    def __init__(self, feed: Callable[[dict], Iterable[bytes]], close: Callable[[], Iterable[bytes]],
+                 broken: Callable[[str], Iterable[bytes]]) -> None:
+        self.parser = SSEParser()
+        self._feed, self._close, self._broken = feed, close, broken
+
+    def chunk(self, raw: bytes) -> Iterable[bytes]:
+        for event in self.parser.feed(raw):
+            if "error" in event and "candidates" not in event:
+                err = event["error"] if isinstance(event["error"], dict) else {}
+                raise RuntimeError(str(err.get("message") or "upstream error event"))
+            yield from self._feed(event)
+
+    def close(self) -> Iterable[bytes]:
+        return self._close()
+
+    def broken(self, reason: str) -> Iterable[bytes]:
+        return self._broken(reason)
+
+
+def _run(user: User, model: str, gbody: dict[str, Any], stream: bool,
+         on_answer: Callable[[dict[str, Any]], dict[str, Any]],
+         framing: Callable[[], Translated]) -> Response:
+    """Send a translated request and answer in OpenAI's dialect, stream or not."""
+    st = state()
+    ex = _exchange(user, model, stream)
+    with ex:
+        try:
+            reply = st.upstream.open(_generate(model, gbody, stream))
+        except PoolUnavailable as exc:
+            return _rejected(ex, exc)
+        if reply.status >= 400:
+            return _upstream_error(ex, reply)
+        if reply.chunks is not None:
+            body = relay_stream(st.pool, ex, reply, framing())
+            return stream_response(body, 200, [("Content-Type", "text/event-stream")])
+        try:
+            answer = on_answer(json.loads(reply.body or b"{}"))
+        except (ValueError, TranslationError) as exc:
+            ex.finish(502, reply, error_class="upstream_error", error_message=str(exc))
+            return openai_error(502, f"The upstream answer could not be translated: {exc}")
+        ex.finish(reply.status, reply, tokens=usage_from(reply.body or b""))
+        return _json(200, answer)
+
+
+@bp.route("/v1/chat/completions", methods=["POST"])
+@bp.route("/openai/v1/chat/completions", methods=["POST"])
+@bp.route("/openai/chat/completions", methods=["POST"])
+def chat_completions() -> Response:
+    user = _authenticate()
+    if isinstance(user, Response):
+        return user
+    body = _body()
+    if isinstance(body, Response):
+        return body
+    st = state()
+    try:
+        urls = image_urls_to_fetch(body)
+        images = fetch_images(st.upstream.session, urls,
+                              allow_private=st.settings.image_fetch_private) if urls else None
+        model, gbody, opts = chat_request_to_gemini(body, aliases=st.settings.model_aliases,
+                                                    fetched_images=images)
+    except TranslationError as exc:
+        status, err = exc.to_openai()
+        return _json(status, err)
+    cid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
+    shown = str(body.get("model") or model)
+
+    def framing() -> Translated:
+        tr = ChatStreamTranslator(shown, cid, created, opts)
+        return Translated(lambda ev: map(sse, tr.feed(ev)),
+                          lambda: [*map(sse, tr.finish()), SSE_DONE],
+                          lambda reason: [sse(tr.error_chunk(502, reason))])
+
+    return _run(user, model, gbody, opts.stream,
+                lambda resp: gemini_to_chat_completion(resp, model=shown, completion_id=cid,
+                                                       created=created, options=opts), framing)
+
+
+@bp.route("/v1/responses", methods=["POST"])
+@bp.route("/openai/responses", methods=["POST"])
+@bp.route("/openai/v1/responses", methods=["POST"])
+def responses() -> Response:
+    user = _authenticate()
+    if isinstance(user, Response):
+        return user
+    body = _body()
+    if isinstance(body, Response):
+        return body
+    st = state()
+    try:
+        model, gbody, opts = responses_request_to_gemini(body, aliases=st.settings.model_aliases)
+    except TranslationError as exc:
+        status, err = exc.to_openai()
+        return _json(status, err)
+    rid, created = "resp_" + uuid.uuid4().hex[:24], int(time.time())
+    shown = str(body.get("model") or model)
+    stream = bool(body.get("stream"))
+
+    def framing() -> Translated:
+        tr = ResponsesStreamTranslator(shown, rid, created, opts)
+        started = False
+
+        def feed(ev: dict) -> Iterable[bytes]:
+            nonlocal started
+            events = [] if started else tr.start()
+            started = True
+            return [sse_event(name, data) for name, data in (*events, *tr.feed(ev))]
+
+        def close() -> Iterable[bytes]:
+            events = [] if started else tr.start()
+            return [sse_event(name, data) for name, data in (*events, *tr.finish())]
+
+        return Translated(feed, close, lambda reason: [sse_event(*tr.failed_event(reason))])
+
+    return _run(user, model, gbody, stream,
+                lambda resp: gemini_to_response(resp, model=shown, response_id=rid,
+                                                created=created, options=opts), framing)
+
+
+@bp.route("/v1/embeddings", methods=["POST"])
+@bp.route("/openai/v1/embeddings", methods=["POST"])
+@bp.route("/openai/embeddings", methods=["POST"])
+def embeddings() -> Response:
+    user = _authenticate()
+    if isinstance(user, Response):
+        return user
+    body = _body()
+    if isinstance(body, Response):
+        return body
+    st = state()
+    try:
+        model, gbody, opts = embeddings_request_to_gemini(body, aliases=st.settings.model_aliases)
+    except TranslationError as exc:
+        status, err = exc.to_openai()
+        return _json(status, err)
+    ex = _exchange(user, model, False)
+    vectors: list[dict[str, Any]] = []
+    reply = None
+    with ex:
+        for batch in split_batches(gbody):  # Gemini caps a batch; big inputs take several calls
+            call = Call("POST", f"/v1beta/models/{model}:batchEmbedContents", [],
+                        {"Content-Type": "application/json"}, json.dumps(batch).encode(),
+                        model=model)
+            try:
+                reply = st.upstream.open(call)
+            except PoolUnavailable as exc:
+                return _rejected(ex, exc)
+            if reply.status >= 400:
+                return _upstream_error(ex, reply)
+            vectors += json.loads(reply.body or b"{}").get("embeddings") or []
+        try:
+            answer = gemini_to_embeddings({"embeddings": vectors}, model=str(body.get("model")),
+                                          options=opts)
+        except TranslationError as exc:
+            ex.finish(502, reply, error_class="upstream_error", error_message=str(exc))
+            return openai_error(502, f"The upstream answer could not be translated: {exc}")
+        usage = answer.get("usage") or {}
+        ex.finish(200, reply, tokens=(int(usage.get("prompt_tokens") or 0), 0))
+        return _json(200, answer)
+
+
+def _upstream_models(user: User) -> list[dict[str, Any]] | Response:
+    """Return Google's model list, reusing it for MODELS_TTL seconds."""
+    st = state()
+    cached = st.cache.get("models")
+    if cached and time.monotonic() - cached[0] < MODELS_TTL:
+        return cached[1]
+    ex = _exchange(user, "", False)
+    try:
+        reply = st.upstream.open(Call("GET", "/v1beta/models", [("pageSize", "1000")], {}, None))
+    except PoolUnavailable as exc:
+        return _rejected(ex, exc)
+    if reply.status >= 400:
+        return _upstream_error(ex, reply)
+    ex.finish(reply.status, reply)
+    models = json.loads(reply.body or b"{}").get("models") or []
+    st.cache["models"] = (time.monotonic(), models)
+    return models
+
+
+@bp.route("/v1/models", methods=["GET"])
+@bp.route("/openai/v1/models", methods=["GET"])
+@bp.route("/openai/models", methods=["GET"])
+def models() -> Response:
+    if has_gemini_key(request.headers, request.args) and request.path.startswith("/v1/"):
+        return passthrough("/v1/models")  # a native client (google-genai defaults to /v1)
+    user = _authenticate()
+    if isinstance(user, Response):
+        return user
+    found = _upstream_models(user)
+    if isinstance(found, Response):
+        return found
+    return _json(200, gemini_models_to_openai(found, aliases=state().settings.model_aliases))
+
+
+@bp.route("/v1/models/<path:model_id>", methods=["GET"])
+@bp.route("/openai/v1/models/<path:model_id>", methods=["GET"])
+@bp.route("/openai/models/<path:model_id>", methods=["GET"])
+def model(model_id: str) -> Response:
+    if has_gemini_key(request.headers, request.args) and request.path.startswith("/v1/"):
+        return passthrough("/v1/models/" + model_id)
+    user = _authenticate()
+    if isinstance(user, Response):
+        return user
+    found = _upstream_models(user)
+    if isinstance(found, Response):
+        return found
+    aliases = state().settings.model_aliases
+    try:
+        wanted = normalise_model(model_id, aliases)
+    except TranslationError:
+        wanted = ""
+    for m in found:
+        if str(m.get("name", "")).removeprefix("models/") == wanted:
+            entry = gemini_model_to_openai(m)
+            if model_id in aliases:
+                entry["id"] = model_id
+            return _json(200, entry)
+    return openai_error(404, f"The model '{model_id}' does not exist.", "invalid_request_error",
+                        code="model_not_found", param="model")
