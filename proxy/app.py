@@ -17,6 +17,7 @@ from proxy import __version__
 from proxy.bootstrap import prepare_database
 from proxy.exchange import Counters
 from proxy.pool import KeyPool, Refresher
+from proxy.prices import Prices
 from proxy.settings import Settings, load_settings
 from proxy.upstream import Upstream
 
@@ -37,6 +38,8 @@ class ProxyState:
     started_at: float = field(default_factory=time.time)
     closed: bool = False
     cache: dict[str, Any] = field(default_factory=dict)  # small per-worker caches (model list)
+    prices: Prices = field(default_factory=Prices)
+    metrics_on: bool = True
 
     def heartbeat(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
@@ -95,7 +98,8 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     refresher = Refresher(pool, lambda seq: store_keys.pool_view(reader, pins_after_seq=seq),
                           settings.pool_refresh)
     state = ProxyState(settings, pool, writer, Upstream(settings, pool), refresher, secret,
-                       [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies])
+                       [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies],
+                       prices=Prices.load(settings.prices_file))
     holder["state"] = state
     _states.append(state)
     writer.start()

@@ -1,4 +1,4 @@
-"""Exchange: one client request from arrival to its request row, stats and log line."""
+"""Exchange: one client request from arrival to its request row, stats, metrics and log line."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent 
 
 log = logging.getLogger("proxy.request")
 
+_COUNTERS = {"ok", "rate_limited", "key_dead", "upstream_error", "client_error", "rejected"}
+
 
 class Counters:
     """Requests in flight and served by this process (streams count until their last byte)."""
@@ -23,12 +25,33 @@ class Counters:
     served = 0
 
 
-class Exchange:
-    """Track one request; `finish()` queues its row and stats, and logs one line."""
+def _counter(error_class: str) -> str:
+    """Map an error class to its stats_minute counter (proxy refusals count as rejected)."""
+    if error_class == "rate_limited_day":
+        return "rate_limited"
+    if error_class == "proxy_error":
+        return "upstream_error"
+    return error_class if error_class in _COUNTERS else "rejected"
 
-    def __init__(self, writer: Any, *, user: "User | None", dialect: str, method: str, path: str,
+
+def _metrics() -> Any:
+    # Imported on first use, in the worker: prometheus_client must load after the
+    # master has chosen the multiprocess folder.
+    from proxy import metrics
+
+    return metrics
+
+
+class Exchange:
+    """Track one request; `finish()` queues its row and stats, and logs one line.
+
+    `sink` is the worker's state: its `writer` queues rows, `prices` estimates cost,
+    `metrics_on` says whether to count in Prometheus (None for a bare test).
+    """
+
+    def __init__(self, sink: Any, *, user: "User | None", dialect: str, method: str, path: str,
                  model: str = "", stream: bool = False) -> None:
-        self.writer = writer
+        self.sink = sink
         self.id = uuid.uuid4().hex
         self.user = user
         self.dialect = dialect
@@ -40,8 +63,10 @@ class Exchange:
         self._t0 = time.monotonic()
         self.finished = False
         Counters.inflight += 1
-        if writer is not None:
-            writer.request_started(self._row(status=None))
+        if sink is not None:
+            sink.writer.request_started(self._row(status=None))
+            if sink.metrics_on:
+                _metrics().INFLIGHT.inc()
 
     def __enter__(self) -> "Exchange":
         return self
@@ -53,15 +78,20 @@ class Exchange:
                         error_message=f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def _row(self, **fields: Any) -> dict[str, Any]:
-        row = {"id": self.id, "started_at": self.started, "user_id": self.user.id if self.user else 0,
+        row = {"id": self.id, "started_at": self.started, "user_id": self._uid,
                "user_label": self.user.label if self.user else None, "dialect": self.dialect,
                "method": self.method, "path": self.path, "model": self.model,
                "stream": int(self.stream), "worker_pid": os.getpid()}
         row.update(fields)
         return row
 
-    def finish(self, status: int, reply: "Reply | None" = None, *, tokens: tuple[int, int] | None = None,
-               error_class: str | None = None, error_message: str | None = None) -> None:
+    @property
+    def _uid(self) -> int:
+        return self.user.id if self.user else 0
+
+    def finish(self, status: int, reply: "Reply | None" = None, *,
+               tokens: tuple[int, int] | None = None, error_class: str | None = None,
+               error_message: str | None = None) -> None:
         """Record the end of the request (idempotent: the first call wins)."""
         if self.finished:
             return
@@ -73,27 +103,14 @@ class Exchange:
         attempts = reply.attempts if reply else []
         ttfb = reply.ttfb if reply else None
         tin, tout = tokens or (0, 0)
-        if error_class is None and status >= 400 and reply and reply.outcome:
-            error_class = reply.outcome.kind.value
-        if error_message is None and error_class and reply and reply.outcome:
-            error_message = reply.outcome.reason[:500]
-        if self.writer is not None:
-            now = time.time()
-            final_outcome = "ok" if status < 400 else _counter(error_class or "client_error")
-            for a in attempts[:-1]:
-                self.writer.attempt(ts=now, key_id=a.key_id, model=self.model, user_id=self._uid,
-                                    dialect=self.dialect, outcome=_counter(a.outcome), final=False)
-            self.writer.attempt(ts=now, key_id=attempts[-1].key_id if attempts else 0,
-                                model=self.model, user_id=self._uid, dialect=self.dialect,
-                                outcome=final_outcome, final=True, tokens_in=tin, tokens_out=tout)
-            self.writer.request_finished(self._row(
-                ended_at=self.started + duration, status=status,
-                key_id=key.id if key else None, key_masked=key.masked if key else None,
-                attempts=len(attempts),
-                attempts_detail=json.dumps([dataclasses.asdict(a) for a in attempts]),
-                ttfb_ms=round(ttfb * 1000, 2) if ttfb is not None else None,
-                duration_ms=round(duration * 1000, 2), tokens_in=tin, tokens_out=tout,
-                error_class=error_class, error_message=error_message))
+        if reply and reply.outcome and status >= 400:
+            error_class = error_class or reply.outcome.kind.value
+            error_message = error_message or reply.outcome.reason[:500]
+        sink = self.sink
+        cost = sink.prices.cost(self.model, tin, tout) if sink is not None and tin + tout else 0.0
+        if sink is not None:
+            self._record(sink, status, duration, key, attempts, ttfb, tin, tout, cost,
+                         error_class, error_message)
         if log.isEnabledFor(logging.INFO):
             rate = f"{tout / duration:.1f}" if tout and duration > 0 else "-"
             log.info("%s %s model=%s key=%s status=%s attempts=%d ttfb=%s dur=%.1fms "
@@ -102,18 +119,41 @@ class Exchange:
                      f"{ttfb * 1000:.1f}ms" if ttfb is not None else "-", duration * 1000,
                      tin, tout, rate)
 
-    @property
-    def _uid(self) -> int:
-        return self.user.id if self.user else 0
-
-
-_COUNTERS = {"ok", "rate_limited", "key_dead", "upstream_error", "client_error", "rejected"}
-
-
-def _counter(error_class: str) -> str:
-    """Map an error class to its stats_minute counter (proxy refusals count as rejected)."""
-    if error_class == "rate_limited_day":
-        return "rate_limited"
-    if error_class == "proxy_error":
-        return "upstream_error"
-    return error_class if error_class in _COUNTERS else "rejected"
+    def _record(self, sink: Any, status: int, duration: float, key: Any, attempts: list,
+                ttfb: float | None, tin: int, tout: int, cost: float, error_class: str | None,
+                error_message: str | None) -> None:
+        writer, now = sink.writer, time.time()
+        for a in attempts[:-1]:
+            writer.attempt(ts=now, key_id=a.key_id, model=self.model, user_id=self._uid,
+                           dialect=self.dialect, outcome=_counter(a.outcome), final=False)
+        writer.attempt(ts=now, key_id=attempts[-1].key_id if attempts else 0, model=self.model,
+                       user_id=self._uid, dialect=self.dialect,
+                       outcome="ok" if status < 400 else _counter(error_class or "client_error"),
+                       final=True, tokens_in=tin, tokens_out=tout,
+                       cost_micros=round(cost * 1_000_000))
+        writer.request_finished(self._row(
+            ended_at=self.started + duration, status=status,
+            key_id=key.id if key else None, key_masked=key.masked if key else None,
+            attempts=len(attempts),
+            attempts_detail=json.dumps([dataclasses.asdict(a) for a in attempts]),
+            ttfb_ms=round(ttfb * 1000, 2) if ttfb is not None else None,
+            duration_ms=round(duration * 1000, 2), tokens_in=tin, tokens_out=tout,
+            error_class=error_class, error_message=error_message,
+            cost_usd=round(cost, 8) if cost else None))
+        if not sink.metrics_on:
+            return
+        m = _metrics()
+        m.INFLIGHT.dec()
+        m.WRITER_QUEUE.set(writer.depth)
+        model, user = self.model or "-", self.user.label if self.user else "-"
+        m.REQUESTS.labels(self.dialect, model, f"{status // 100}xx").inc()
+        for a in attempts:
+            m.ATTEMPTS.labels(a.outcome).inc()
+        m.DURATION.labels(self.dialect).observe(duration)
+        if ttfb is not None:
+            m.TTFB.labels(self.dialect).observe(ttfb)
+        if tin or tout:
+            m.TOKENS.labels("in", model, user).inc(tin)
+            m.TOKENS.labels("out", model, user).inc(tout)
+        if cost:
+            m.COST.labels(model, user).inc(cost)

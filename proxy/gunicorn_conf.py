@@ -25,6 +25,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "proc_name": "gemini-proxy",
         "control_socket_disable": True,  # no socket in $HOME: systemd's ProtectHome forbids it
         "worker_exit": worker_exit,
+        "child_exit": child_exit,
         "forwarded_allow_ips": ",".join(n.split("/")[0] for n in settings.trusted_proxies),
     }
 
@@ -34,3 +35,10 @@ def worker_exit(server: Any, worker: Any) -> None:
     from proxy.app import close_all
 
     close_all()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Forget a finished worker's live gauges, in the master."""
+    from proxy.multiproc import worker_gone
+
+    worker_gone(worker.pid)

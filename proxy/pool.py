@@ -288,6 +288,11 @@ class KeyPool:
             w.key_used(key.id, now, None if outcome.kind is Kind.OK else outcome.reason)
 
     # ---- counts for health and metrics ---------------------------------------------------
+    def cooling_pairs(self) -> int:
+        """Return how many (key, model) pairs are resting now."""
+        now = self._clock()
+        return sum(1 for until, _, _ in self.cool.values() if until > now)
+
     def summary(self) -> dict[str, int]:
         """Return how many keys are usable, cooling (for some model) and dead."""
         self.sync()

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from proxy import __version__
+from proxy import __version__, multiproc
 from proxy.bootstrap import prepare_database
 from proxy.gunicorn_conf import options
 from proxy.settings import Settings
@@ -52,5 +54,11 @@ def serve(settings: Settings) -> int:
     if not _is_loopback(settings.bind):
         print(f"gemini-proxy: listening on {settings.bind}, not loopback: put Traefik or a "
               "firewall in front of it", file=sys.stderr)
-    ProxyServer(settings).run()
+    created = not os.environ.get(multiproc.MULTIPROC_ENV)
+    folder = multiproc.prepare()  # before any worker imports prometheus_client
+    try:
+        ProxyServer(settings).run()
+    finally:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
     return 0

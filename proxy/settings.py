@@ -130,6 +130,10 @@ class Settings:
                                       "Origins allowed by CORS (empty: CORS off; * for any).")
     image_fetch_private: bool = setting("IMAGE_FETCH_PRIVATE", _bool, False,
                                         "Let image_url fetches reach private addresses.")
+    prices_file: str = setting("PRICES_FILE", str, "data/prices.json",
+                               "Price table for cost estimates (missing: no estimates).")
+    metrics_token: str = setting("METRICS_TOKEN", str, "",
+                                 "Bearer token for /metrics from other hosts (loopback needs none).")
     pool_refresh: float = setting("POOL_REFRESH_SECONDS", _positive(float), 1.0,
                                   "How often each worker re-reads keys from the database.")
     writer_interval: float = setting("WRITER_INTERVAL_SECONDS", _positive(float), 0.15,

@@ -171,7 +171,7 @@ def passthrough(path: str, *, dialect: str = "native") -> Response:
         sse = request.args.get("alt") == "sse"
     pin_name, pinned = _find_pin(path, body) if session is None else (None, session[0])
     log_path = path if not upload_token else path + "?upload_token=…"
-    ex = Exchange(st.writer, user=user, dialect=dialect, method=request.method, path=log_path,
+    ex = Exchange(st, user=user, dialect=dialect, method=request.method, path=log_path,
                   model=model, stream=stream)
     with ex:
         call = Call(request.method, path, _client_params(), filter_request_headers(request.headers),

@@ -1,12 +1,17 @@
-"""Operational endpoints: /health (alive) and /ready (able to serve)."""
+"""Operational endpoints: /health (alive), /ready (able to serve), /metrics (Prometheus)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import hmac
+import ipaddress
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from proxy import __version__
 
 bp = Blueprint("ops", __name__)
+WRITER_STALL = 10.0  # seconds without a committed batch while work waits: not ready
 
 
 @bp.get("/health")
@@ -16,8 +21,49 @@ def health() -> ResponseReturnValue:
 
 @bp.get("/ready")
 def ready() -> ResponseReturnValue:
+    """Ready when the writer is committing and at least one key is usable (else 503 + reason)."""
     st = current_app.extensions["proxy"]
     keys = st.pool.summary()
-    if keys["usable"] == 0:
-        return jsonify(status="unavailable", reason="no usable Google key", keys=keys), 503
-    return jsonify(status="ready", keys=keys, writer_queue=st.writer.depth)
+    writer = st.writer
+    problem = None
+    if not writer.alive:
+        problem = "the database writer has stopped"
+    elif writer.depth and time.time() - writer.last_commit > WRITER_STALL:
+        problem = f"the database is not writable: {writer.last_error or 'no commit for a while'}"
+    elif keys["usable"] == 0:
+        problem = "no usable Google key"
+    body = {"status": "unavailable" if problem else "ready", "keys": keys,
+            "writer_queue": writer.depth}
+    if problem:
+        body["reason"] = problem
+        return jsonify(body), 503
+    return jsonify(body)
+
+
+def _metrics_allowed() -> bool:
+    """Loopback callers that did not come through a reverse proxy, or the configured token."""
+    token = current_app.extensions["proxy"].settings.metrics_token
+    auth = request.headers.get("Authorization", "")
+    if token and hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+        return True
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
+    forwarded = any(h in request.headers for h in ("X-Forwarded-For", "X-Real-Ip", "Forwarded"))
+    return loopback and not forwarded
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    if not _metrics_allowed():
+        return jsonify(error="metrics are served to loopback, or with METRICS_TOKEN"), 403
+    from proxy import metrics as m
+
+    st = current_app.extensions["proxy"]
+    for state, count in st.pool.summary().items():
+        m.KEYS.labels(state).set(count)
+    m.COOLDOWNS.set(st.pool.cooling_pairs())
+    m.WRITER_QUEUE.set(st.writer.depth)
+    body, content_type = m.render()
+    return Response(body, content_type=content_type)

@@ -29,13 +29,15 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "started_at", "ended_at", "user_id", "user_label", "dialect", "method", "path",
     "model", "key_id", "key_masked", "status", "attempts", "attempts_detail", "stream",
     "ttfb_ms", "duration_ms", "tokens_in", "tokens_out", "error_class", "error_message",
-    "worker_pid",
+    "worker_pid", "cost_usd",
 )
 
-STATS_COUNTERS: tuple[str, ...] = (
+# The counters 0001_initial created; frozen, later migrations add to STATS_COUNTERS.
+_INITIAL_COUNTERS: tuple[str, ...] = (
     "requests", "ok", "rate_limited", "key_dead", "upstream_error", "client_error",
     "rejected", "tokens_in", "tokens_out",
 )
+STATS_COUNTERS: tuple[str, ...] = _INITIAL_COUNTERS + ("cost_micros",)
 
 # Outcomes of one upstream attempt; each is a counter column of stats_minute.
 OUTCOMES: tuple[str, ...] = (
@@ -72,13 +74,13 @@ def _initial(db: Database) -> None:
         "stats_minute",
         {
             "minute": "INTEGER", "key_id": "INTEGER", "model": "TEXT", "user_id": "INTEGER",
-            "dialect": "TEXT", **{c: "INTEGER" for c in STATS_COUNTERS},
+            "dialect": "TEXT", **{c: "INTEGER" for c in _INITIAL_COUNTERS},
         },
         pk=("minute", "key_id", "model", "user_id", "dialect"),
         not_null=["key_id", "model", "user_id", "dialect"],
         defaults={
             "key_id": 0, "model": "", "user_id": 0, "dialect": "native",
-            **{c: 0 for c in STATS_COUNTERS},
+            **{c: 0 for c in _INITIAL_COUNTERS},
         },
     )
     db["stats_minute"].create_index(["key_id", "minute"], index_name="stats_minute_key")
@@ -174,8 +176,15 @@ def _initial(db: Database) -> None:
     db["meta"].insert({"key": "secret", "value": secrets.token_hex(32)})
 
 
+def _cost(db: Database) -> None:
+    """Add estimated cost: per request in dollars, per minute bucket in micro-dollars."""
+    db.execute("ALTER TABLE requests ADD COLUMN cost_usd REAL")
+    db.execute("ALTER TABLE stats_minute ADD COLUMN cost_micros INTEGER DEFAULT 0")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _initial),
+    ("0002_cost", _cost),
 ]
 
 

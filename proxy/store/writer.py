@@ -40,7 +40,8 @@ HEARTBEAT_EVERY = 1.0
 _LOCK_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
 # Index of each outcome's counter in a STATS_COUNTERS-ordered list.
 _OUTCOME_INDEX = {name: STATS_COUNTERS.index(name) for name in OUTCOMES}
-_REQUESTS, _TOKENS_IN, _TOKENS_OUT = (STATS_COUNTERS.index(c) for c in ("requests", "tokens_in", "tokens_out"))
+_REQUESTS, _TOKENS_IN, _TOKENS_OUT, _COST = (
+    STATS_COUNTERS.index(c) for c in ("requests", "tokens_in", "tokens_out", "cost_micros"))
 _REQUEST_FIELDS = frozenset(REQUEST_COLUMNS)
 
 _COLS = ", ".join(REQUEST_COLUMNS)
@@ -129,6 +130,8 @@ class Writer:
         self._started_at = 0.0
         self._last_heartbeat = 0.0
         self._warned_fields: set[str] = set()
+        self.last_commit = now()  # when a batch last reached the database (for /ready)
+        self.last_error: str | None = None
         # Held while idle; releasing it wakes the thread before its interval is up.
         self._wake = realthread.lock()
         self._wake.acquire()
@@ -156,6 +159,11 @@ class Writer:
     def put(self, op: tuple[Any, ...]) -> None:
         """Queue one op; never blocks and never touches SQLite (a deque append is thread-safe)."""
         self._queue.append(op)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread is running."""
+        return self._running
 
     @property
     def depth(self) -> int:
@@ -212,6 +220,7 @@ class Writer:
         final: bool,
         tokens_in: int = 0,
         tokens_out: int = 0,
+        cost_micros: int = 0,
     ) -> None:
         """Count one upstream attempt in its minute bucket; the final one also counts the request and tokens."""
         try:
@@ -220,7 +229,7 @@ class Writer:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}") from None
         self._queue.append((
             "attempt", int(ts // 60), key_id or 0, model or "", user_id or 0, dialect or "native",
-            index, bool(final), tokens_in or 0, tokens_out or 0,
+            index, bool(final), tokens_in or 0, tokens_out or 0, cost_micros or 0,
         ))
 
     def key_used(self, key_id: int, ts: float, error: str | None = None) -> None:
@@ -314,8 +323,10 @@ class Writer:
         while True:
             try:
                 self._commit(batch, beat, careful=careful)
+                self.last_commit, self.last_error = now(), None
                 break
             except sqlite3.OperationalError as exc:
+                self.last_error = str(exc)
                 if not _is_locked(exc):
                     if careful:
                         log.exception("store writer: batch of %d ops could not be committed; dropped", len(batch))
@@ -404,7 +415,7 @@ class Writer:
         for op in ops:
             kind = op[0]
             if kind == "attempt":
-                _, minute, key_id, model, user_id, dialect, index, final, t_in, t_out = op
+                _, minute, key_id, model, user_id, dialect, index, final, t_in, t_out, cost = op
                 counts = stats.get((minute, key_id, model, user_id, dialect))
                 if counts is None:
                     counts = stats[(minute, key_id, model, user_id, dialect)] = [0] * len(STATS_COUNTERS)
@@ -413,6 +424,7 @@ class Writer:
                     counts[_REQUESTS] += 1
                     counts[_TOKENS_IN] += int(t_in)
                     counts[_TOKENS_OUT] += int(t_out)
+                    counts[_COST] += int(cost)
             elif kind == "request_started":
                 row = self._request_row(op[1])
                 starts.setdefault(row["id"], row)

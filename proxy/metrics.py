@@ -1,0 +1,49 @@
+"""Prometheus metrics, correct across gunicorn workers (prometheus_client multiprocess mode).
+
+`gemini-proxy serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers
+fork (proxy.server; this module must not be imported before that); each worker then writes its samples to memory-mapped files there and /metrics, in
+whichever worker answers, adds them up. Without that variable (tests, one process) the
+default in-process registry is used.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+
+from proxy.multiproc import MULTIPROC_ENV
+# Latency buckets around what matters here: sub-ms proxy overhead up to long generations.
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+REQUESTS = Counter("gemini_proxy_requests_total", "Requests answered, by dialect, model and "
+                   "status class.", ["dialect", "model", "status_class"])
+ATTEMPTS = Counter("gemini_proxy_upstream_attempts_total", "Upstream attempts by error class.",
+                   ["error_class"])
+DURATION = Histogram("gemini_proxy_request_duration_seconds", "Time from request to last byte.",
+                     ["dialect"], buckets=_BUCKETS)
+TTFB = Histogram("gemini_proxy_time_to_first_byte_seconds", "Time from request to the first "
+                 "upstream byte.", ["dialect"], buckets=_BUCKETS)
+TOKENS = Counter("gemini_proxy_tokens_total", "Tokens by direction (in/out), model and user key.",
+                 ["direction", "model", "user"])
+COST = Counter("gemini_proxy_cost_usd_total", "Estimated cost from data/prices.json.",
+               ["model", "user"])
+KEYS = Gauge("gemini_proxy_keys", "Google keys by state.", ["state"],
+             multiprocess_mode="livemostrecent")
+COOLDOWNS = Gauge("gemini_proxy_cooldowns_active", "(key, model) pairs resting now.",
+                  multiprocess_mode="livemostrecent")
+WRITER_QUEUE = Gauge("gemini_proxy_writer_queue_depth", "Writes waiting for the batched writer.",
+                     multiprocess_mode="livesum")
+INFLIGHT = Gauge("gemini_proxy_requests_in_flight", "Requests in flight (streams until done).",
+                 multiprocess_mode="livesum")
+
+
+def render() -> tuple[bytes, str]:
+    """Return the exposition text for every worker, and its content type."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

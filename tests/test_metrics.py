@@ -1,0 +1,76 @@
+"""/metrics across gunicorn workers, its access rule, /ready's reasons, cost estimates."""
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from conftest import GOOGLE_KEYS, USER_KEY
+from proxy.prices import Prices
+from proxy.store import db as store_db
+
+BODY = {"contents": [{"role": "user", "parts": [{"text": "measure me"}]}]}
+
+
+def sample(text, name, **labels):
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_add_up_across_workers(live_factory, fake):
+    proxy = live_factory(workers=2, METRICS_TOKEN="scrape-token-1")
+    fake.set_key(GOOGLE_KEYS[0], mode="invalid")
+    n = 40
+
+    def one(i):
+        return requests.post(f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent",
+                             json=BODY, headers={"x-goog-api-key": USER_KEY}, timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as ex:
+        assert set(ex.map(one, range(n))) == {200}
+    text = requests.get(proxy.url + "/metrics", timeout=5).text
+    assert sample(text, "gemini_proxy_requests_total", dialect="native",
+                  model="gemini-2.5-flash", status_class="2xx") == n
+    assert sample(text, "gemini_proxy_upstream_attempts_total", error_class="key_dead") == 1
+    assert sample(text, "gemini_proxy_upstream_attempts_total", error_class="ok") == n
+    assert sample(text, "gemini_proxy_request_duration_seconds_count", dialect="native") == n
+    assert sample(text, "gemini_proxy_time_to_first_byte_seconds_count", dialect="native") == n
+    assert sample(text, "gemini_proxy_tokens_total", direction="in", model="gemini-2.5-flash") > 0
+    assert sample(text, "gemini_proxy_cost_usd_total", model="gemini-2.5-flash") > 0
+    assert sample(text, "gemini_proxy_keys", state="dead") == 1
+    assert sample(text, "gemini_proxy_keys", state="usable") == 2
+    assert "gemini_proxy_writer_queue_depth" in text and "gemini_proxy_cooldowns_active" in text
+    # through a reverse proxy (X-Forwarded-For) only the token opens it
+    fwd = {"X-Forwarded-For": "203.0.113.7"}
+    assert requests.get(proxy.url + "/metrics", headers=fwd, timeout=5).status_code == 403
+    ok = requests.get(proxy.url + "/metrics", timeout=5,
+                      headers={**fwd, "Authorization": "Bearer scrape-token-1"})
+    assert ok.status_code == 200 and "gemini_proxy_requests_total" in ok.text
+    proxy.stop()
+    rows = list(store_db.open_db(proxy.db).query("select cost_usd from requests"))
+    assert len(rows) == n and all(r["cost_usd"] > 0 for r in rows)
+
+
+def test_ready_says_why_not(app_factory, fake):
+    client = app_factory(google_keys=[]).test_client()
+    r = client.get("/ready")
+    assert r.status_code == 503 and r.get_json()["reason"] == "no usable Google key"
+
+
+def test_prices_longest_prefix_and_unknown_models():
+    prices = Prices({"gemini-2.5-flash": (0.30, 2.50), "gemini-2.5-flash-lite": (0.10, 0.40)})
+    assert prices.cost("gemini-2.5-flash-lite-preview", 1_000_000, 0) == 0.10
+    assert prices.cost("gemini-2.5-flash", 1_000_000, 1_000_000) == 2.80
+    assert prices.cost("mystery-model", 1000, 1000) == 0.0
+
+
+def test_bundled_price_table_loads():
+    from conftest import ROOT
+
+    prices = Prices.load(ROOT / "data" / "prices.json")
+    assert prices.cost("gemini-2.5-pro", 1_000_000, 0) > 0
+    assert Prices.load(ROOT / "data" / "missing.json").cost("gemini-2.5-pro", 10, 10) == 0
