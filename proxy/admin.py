@@ -33,6 +33,7 @@ from .store import (
     reset_key,
     set_limits,
 )
+from .store.keys import set_rpm_cap
 from .store.util import mask_key
 
 DEFAULT_DB = "data/keys.db"
@@ -151,6 +152,15 @@ def _add_keys(subparsers: argparse._SubParsersAction, leaf: LeafFactory) -> None
         p = leaf(group, name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("ref", metavar="REF", help="id, label, masked form or value of the key")
         p.set_defaults(func=_command(_key_action(name, action)))
+
+    p = leaf(group, "cap", help="pace a key below Google's per-minute limit",
+             description="Cap the requests per minute the pool sends this key, per model, "
+             "across all workers, so it paces itself instead of collecting 429s. "
+             "Use a little less than the key's Google limit.")
+    p.add_argument("ref", metavar="REF", help="id, label, masked form or value of the key")
+    p.add_argument("--rpm", type=_limit, required=True, metavar="N",
+                   help="requests per minute per model (0 or none lifts the cap)")
+    p.set_defaults(func=_command(_keys_cap))
 
 
 def _add_users(subparsers: argparse._SubParsersAction, leaf: LeafFactory) -> None:
@@ -273,6 +283,13 @@ def _keys_list(db: Database, args: argparse.Namespace) -> int:
     ]
     headers = ["ID", "KEY", "LABEL", "STATUS", "COOLING", "OK 15M", "REQ TODAY", "TOK TODAY", "INVALID"]
     _table(headers, rows, right={0, 5, 6, 7})
+    return 0
+
+
+def _keys_cap(db: Database, args: argparse.Namespace) -> int:
+    key = set_rpm_cap(db, args.ref, args.rpm)
+    cap = f"capped at {args.rpm}/min per model" if args.rpm else "uncapped"
+    print(f"key {key['id']} {key['masked']} {cap}")
     return 0
 
 

@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     """Build the proxy app: open the store, load the pool, start the writer and refresher."""
     from proxy.routes import native, openai, ops
     from proxy.store import db as store_db, keys as store_keys
+    from proxy.store.usage import recent_usage
     from proxy.store.writer import Writer
 
     settings = settings or load_settings()
@@ -94,9 +95,13 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
                     heartbeat=lambda: holder["state"].heartbeat())
     pool = KeyPool(writer)
     reader = store_db.open_db(settings.db_path)
-    pool.apply(store_keys.pool_view(reader))
-    refresher = Refresher(pool, lambda seq: store_keys.pool_view(reader, pins_after_seq=seq),
-                          settings.pool_refresh)
+
+    def load(seq: int) -> dict[str, Any]:
+        return {**store_keys.pool_view(reader, pins_after_seq=seq),
+                **recent_usage(reader, time.time(), os.getpid())}
+
+    pool.apply(load(0))
+    refresher = Refresher(pool, load, settings.pool_refresh)
     state = ProxyState(settings, pool, writer, Upstream(settings, pool), refresher, secret,
                        [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies],
                        prices=Prices.load(settings.prices_file))

@@ -123,6 +123,8 @@ class Exchange:
                 ttfb: float | None, tin: int, tout: int, cost: float, error_class: str | None,
                 error_message: str | None) -> None:
         writer, now = sink.writer, time.time()
+        if self.user:
+            sink.pool.add_tokens(self.user.id, tin + tout)
         for a in attempts[:-1]:
             writer.attempt(ts=now, key_id=a.key_id, model=self.model, user_id=self._uid,
                            dialect=self.dialect, outcome=_counter(a.outcome), final=False)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from proxy import realthread
 from proxy.errors import Kind, Outcome
+from proxy.store.util import next_pacific_midnight
 
 log = logging.getLogger("proxy.pool")
 
@@ -65,24 +66,30 @@ class KeyState:
             self.window.append([minute, 0, 0])
         self.window[-1][1 if ok else 2] += 1
 
-    def under_cap(self, model: str, now: float) -> bool:
-        """Whether one more request to `model` stays within this key's RPM cap."""
+    def under_cap(self, model: str, now: float, others: list[float]) -> bool:
+        """Whether one more request to `model` stays within this key's RPM cap.
+
+        `others` are the last minute's sends of the other workers (from the database).
+        """
         if not self.rpm_cap:
             return True
         sent = self.recent.get(model)
-        if sent is None:
-            return True
         while sent and sent[0] <= now - 60:
             sent.popleft()
-        return len(sent) < self.rpm_cap
+        return (len(sent) if sent else 0) + _in_window(others, now) < self.rpm_cap
 
-    def next_slot(self, model: str, now: float) -> float:
-        sent = self.recent.get(model)
-        return sent[0] + 60 if sent else now
+    def next_slot(self, model: str, now: float, others: list[float]) -> float:
+        """Return when the oldest send in the window leaves it."""
+        times = [t for t in (*(self.recent.get(model) or ()), *others) if t > now - 60]
+        return min(times) + 60 if times else now
 
     def mark_sent(self, model: str, now: float) -> None:
         if self.rpm_cap:
             self.recent.setdefault(model, deque()).append(now)
+
+
+def _in_window(times: list[float], now: float) -> int:
+    return sum(1 for t in times if t > now - 60)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,15 @@ class Cooling:
 
     retry_after: float
     reason: str
+
+
+@dataclass
+class Refusal:
+    """The user key may not make this request now (a limit of its own, not the pool's)."""
+
+    status: int
+    message: str
+    retry_after: float | None = None
 
 
 @dataclass
@@ -130,6 +146,12 @@ class KeyPool:
         self.users: list[User] = []
         self.pins: dict[str, int] = {}
         self.pins_seq = 0
+        # Other workers' recent sends and today's tokens, for caps and user limits.
+        self.remote_sends: dict[tuple[int, str], list[float]] = {}
+        self.remote_user_sends: dict[int, list[float]] = {}
+        self.tokens_today: dict[int, int] = {}
+        self.local_user_sends: dict[int, deque] = {}
+        self.local_tokens: dict[int, int] = {}
         self._pending: dict[str, Any] | None = None
         self._rng = rng or random.Random()
         self._clock = clock
@@ -186,8 +208,51 @@ class KeyPool:
         for row in view.get("pins", []):
             self.pins[row["name"]] = row["key_id"]
             self.pins_seq = max(self.pins_seq, row["seq"])
+        if "usage_at" in view:
+            self._apply_usage(view)
         self.keys, self.cool, self.users = keys, cool, users
         self.loaded_at = now
+
+    def _apply_usage(self, view: dict[str, Any]) -> None:
+        sends: dict[tuple[int, str], list[float]] = {}
+        for row in view.get("key_sends", []):
+            sends.setdefault((row["key_id"], row["model"] or ""), []).append(row["started_at"])
+        users: dict[int, list[float]] = {}
+        for row in view.get("user_sends", []):
+            users.setdefault(row["user_id"], []).append(row["started_at"])
+        self.remote_sends, self.remote_user_sends = sends, users
+        self.tokens_today = {row["user_id"]: int(row["tokens"] or 0)
+                             for row in view.get("user_tokens", [])}
+        self.local_tokens = {}  # the database now holds what this worker had counted
+
+    # ---- user limits -------------------------------------------------------------------
+    def admit(self, user: User, model: str) -> Refusal | None:
+        """Check the user's own limits for a request to `model`; count it if admitted."""
+        if user.allowed_models and model and model not in user.allowed_models:
+            return Refusal(403, f"this key may use only: {', '.join(user.allowed_models)}")
+        now = self._clock()
+        if user.tpd_limit:
+            used = self.tokens_today.get(user.id, 0) + self.local_tokens.get(user.id, 0)
+            if used >= user.tpd_limit:
+                return Refusal(429, f"this key used its {user.tpd_limit} tokens for today "
+                                    "(the day ends at midnight Pacific)",
+                               next_pacific_midnight(now) - now)
+        if user.rpm_limit:
+            mine = self.local_user_sends.setdefault(user.id, deque())
+            while mine and mine[0] <= now - 60:
+                mine.popleft()
+            others = [t for t in self.remote_user_sends.get(user.id, ()) if t > now - 60]
+            if len(mine) + len(others) >= user.rpm_limit:
+                oldest = min([*mine, *others])
+                return Refusal(429, f"this key is limited to {user.rpm_limit} requests per minute",
+                               max(0.5, oldest + 60 - now))
+            mine.append(now)
+        return None
+
+    def add_tokens(self, user_id: int, tokens: int) -> None:
+        """Count tokens a finished request used against the user's daily limit."""
+        if tokens:
+            self.local_tokens[user_id] = self.local_tokens.get(user_id, 0) + tokens
 
     # ---- authentication ----------------------------------------------------------------
     def authenticate(self, presented: str | None) -> User | None:
@@ -221,8 +286,9 @@ class KeyPool:
             k = self.keys.get(pinned)
             if k is None or not k.usable:
                 return NoKeys("the key that owns this file or cached content is not usable")
+            others = self.remote_sends.get((k.id, model), [])
             wait = max(self.cooling_until(k.id, model, now),
-                       0.0 if k.under_cap(model, now) else k.next_slot(model, now))
+                       0.0 if k.under_cap(model, now, others) else k.next_slot(model, now, others))
             return Cooling(wait - now, "the owning key is resting") if wait > now else k
         candidates = []
         soonest = None
@@ -230,8 +296,10 @@ class KeyPool:
             if not k.usable or k.id in exclude:
                 continue
             until = self.cooling_until(k.id, model, now)
-            if not until and not k.under_cap(model, now):
-                until = k.next_slot(model, now)
+            if not until and k.rpm_cap:
+                others = self.remote_sends.get((k.id, model), [])
+                if not k.under_cap(model, now, others):
+                    until = k.next_slot(model, now, others)
             if until:
                 soonest = until if soonest is None else min(soonest, until)
                 continue

@@ -173,6 +173,10 @@ def passthrough(path: str, *, dialect: str = "native") -> Response:
     log_path = path if not upload_token else path + "?upload_token=…"
     ex = Exchange(st, user=user, dialect=dialect, method=request.method, path=log_path,
                   model=model, stream=stream)
+    refusal = st.pool.admit(user, model) if user is not None else None
+    if refusal is not None:
+        ex.finish(refusal.status, None, error_class="user_limit", error_message=refusal.message)
+        return gemini_error(refusal.status, refusal.message, retry_after=refusal.retry_after)
     with ex:
         call = Call(request.method, path, _client_params(), filter_request_headers(request.headers),
                     body, model=model, stream=stream, pinned=pinned, bearer=bearer,

@@ -108,6 +108,19 @@ def _exchange(user: User, model: str, stream: bool) -> Exchange:
                     path=request.path, model=model, stream=stream)
 
 
+def _refused(ex: Exchange, user: User, model: str) -> Response | None:
+    """Apply the user key's own limits (allowed models, requests/minute, tokens/day)."""
+    refusal = state().pool.admit(user, model)
+    if refusal is None:
+        return None
+    ex.finish(refusal.status, None, error_class="user_limit", error_message=refusal.message)
+    if refusal.status == 429:
+        return openai_error(429, refusal.message, "requests", code="rate_limit_exceeded",
+                            retry_after=refusal.retry_after)
+    return openai_error(refusal.status, refusal.message, "invalid_request_error",
+                        code="model_not_allowed", param="model")
+
+
 def _generate(model: str, body: dict[str, Any], stream: bool) -> Call:
     method = "streamGenerateContent" if stream else "generateContent"
     return Call("POST", f"/v1beta/models/{model}:{method}", [("alt", "sse")] if stream else [],
@@ -145,6 +158,9 @@ def _run(user: User, model: str, gbody: dict[str, Any], stream: bool,
     """Send a translated request and answer in OpenAI's dialect, stream or not."""
     st = state()
     ex = _exchange(user, model, stream)
+    refused = _refused(ex, user, model)
+    if refused is not None:
+        return refused
     with ex:
         try:
             reply = st.upstream.open(_generate(model, gbody, stream))
@@ -210,7 +226,11 @@ def responses() -> Response:
         return body
     st = state()
     try:
-        model, gbody, opts = responses_request_to_gemini(body, aliases=st.settings.model_aliases)
+        urls = image_urls_to_fetch(body)
+        images = fetch_images(st.upstream.session, urls,
+                              allow_private=st.settings.image_fetch_private) if urls else None
+        model, gbody, opts = responses_request_to_gemini(body, aliases=st.settings.model_aliases,
+                                                         fetched_images=images)
     except TranslationError as exc:
         status, err = exc.to_openai()
         return _json(status, err)
@@ -256,6 +276,9 @@ def embeddings() -> Response:
         status, err = exc.to_openai()
         return _json(status, err)
     ex = _exchange(user, model, False)
+    refused = _refused(ex, user, model)
+    if refused is not None:
+        return refused
     vectors: list[dict[str, Any]] = []
     reply = None
     with ex:
@@ -279,6 +302,16 @@ def embeddings() -> Response:
         usage = answer.get("usage") or {}
         ex.finish(200, reply, tokens=(int(usage.get("prompt_tokens") or 0), 0))
         return _json(200, answer)
+
+
+@bp.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
+@bp.route("/v1/embeddings", methods=["GET", "PUT", "PATCH", "DELETE"])
+@bp.route("/v1/responses", methods=["GET", "PUT", "PATCH", "DELETE"])
+def wrong_method() -> Response:
+    """Refuse other methods here, rather than let the native /v1/ catch-all send them to Google."""
+    resp = openai_error(405, f"{request.method} is not allowed on {request.path}; use POST.")
+    resp.headers["Allow"] = "POST, OPTIONS"
+    return resp
 
 
 def _upstream_models(user: User) -> list[dict[str, Any]] | Response:

@@ -116,6 +116,18 @@ def reset_key(db: Database, ref: str | int) -> dict[str, Any]:
     )
 
 
+def set_rpm_cap(db: Database, ref: str | int, rpm: int) -> dict[str, Any]:
+    """Cap the requests per minute the pool sends a key for each model (0 lifts the cap).
+
+    Set it a little below Google's limit for the key's tier, and the pool paces itself
+    instead of collecting 429s.
+    """
+    if isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 0:
+        raise InvalidValue("rpm must be a whole number ≥ 0 (0 = no cap)")
+    verb = f"capped at {rpm} requests/minute per model" if rpm else "uncapped"
+    return _operator_change(db, ref, verb, f"rpm_cap = {rpm or 'NULL'}")
+
+
 def merge_env_keys(db: Database, google_keys: Iterable[str], remove_keys: Iterable[str]) -> dict[str, int]:
     """Merge GOOGLE_KEYS / REMOVE_GOOGLE_KEYS into the table; running it again changes nothing.
 
