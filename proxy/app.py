@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     """Build the proxy app: open the store, load the pool, start the writer and refresher."""
     from proxy.routes import native, openai, ops
     from proxy.store import db as store_db, keys as store_keys
+    from proxy.store.retention import Retention, prune_once
     from proxy.store.usage import recent_usage
     from proxy.store.writer import Writer
 
@@ -91,8 +92,12 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
         app.config.update(test_config)
 
     holder: dict[str, ProxyState] = {}
+    policy = Retention(requests_days=settings.retention_days,
+                       events_days=settings.retention_days,
+                       stats_days=settings.stats_retention_days)
     writer = Writer(settings.db_path, interval=settings.writer_interval,
-                    heartbeat=lambda: holder["state"].heartbeat())
+                    heartbeat=lambda: holder["state"].heartbeat(),
+                    housekeeping=lambda db: prune_once(db, time.time(), policy))
     pool = KeyPool(writer)
     reader = store_db.open_db(settings.db_path)
 

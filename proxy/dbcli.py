@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 
 
@@ -53,7 +54,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not os.path.exists(path):
         print(f"gemini-proxy: no database at {path}", file=sys.stderr)
         return 2
-    problems = integrity_check(store_db.open_db(path, readonly=True))
+    try:
+        problems = integrity_check(store_db.open_db(path, readonly=True))
+    except sqlite3.DatabaseError as exc:  # too damaged even to check page by page
+        problems = [f"the database cannot be read: {exc}"]
     for p in problems:
         print(p)
     print("ok" if not problems else f"{len(problems)} problem(s) found")

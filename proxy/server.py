@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -36,6 +37,18 @@ class ProxyServer(BaseApplication):
         return create_app(self.settings)
 
 
+def close_interrupted(db_path: str) -> int:
+    """Close request rows a previous run left in flight (only the master, before workers start)."""
+    from proxy.store import db as store_db
+    from proxy.store.retention import close_interrupted as close
+
+    db = store_db.open_db(db_path)
+    try:
+        return close(db, time.time())
+    finally:
+        db.close()
+
+
 def _is_loopback(bind: str) -> bool:
     host = bind.rpartition(":")[0].strip("[]")
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
@@ -45,9 +58,13 @@ def serve(settings: Settings) -> int:
     """Prepare the database and run gunicorn until stopped."""
     try:
         prepare_database(settings)
+        interrupted = close_interrupted(settings.db_path)
     except Exception as exc:  # a clear line, not a traceback: the folder or file is the problem
         print(f"gemini-proxy: cannot open database {settings.db_path}: {exc}", file=sys.stderr)
         return 2
+    if interrupted:
+        print(f"gemini-proxy: {interrupted} request(s) the last run left unfinished are marked "
+              "interrupted", file=sys.stderr)
     print(f"gemini-proxy {__version__} on http://{settings.bind} "
           f"({settings.workers} workers, database {settings.db_path}, "
           f"upstream {settings.upstream_url})", file=sys.stderr, flush=True)

@@ -134,6 +134,10 @@ class Settings:
                                "Price table for cost estimates (missing: no estimates).")
     metrics_token: str = setting("METRICS_TOKEN", str, "",
                                  "Bearer token for /metrics from other hosts (loopback needs none).")
+    retention_days: float = setting("RETENTION_DAYS", _non_negative(float), 30.0,
+                                    "Days of request rows and events kept (0: forever).")
+    stats_retention_days: float = setting("STATS_RETENTION_DAYS", _non_negative(float), 400.0,
+                                          "Days of per-minute statistics kept for charts.")
     pool_refresh: float = setting("POOL_REFRESH_SECONDS", _positive(float), 1.0,
                                   "How often each worker re-reads keys from the database.")
     writer_interval: float = setting("WRITER_INTERVAL_SECONDS", _positive(float), 0.15,

@@ -40,6 +40,7 @@ HEARTBEAT_EVERY = 1.0
 _LOCK_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
 # Index of each outcome's counter in a STATS_COUNTERS-ordered list.
 _OUTCOME_INDEX = {name: STATS_COUNTERS.index(name) for name in OUTCOMES}
+HOUSEKEEPING_EVERY = 30.0  # seconds between retention passes when there is nothing to prune
 _REQUESTS, _TOKENS_IN, _TOKENS_OUT, _COST = (
     STATS_COUNTERS.index(c) for c in ("requests", "tokens_in", "tokens_out", "cost_micros"))
 _REQUEST_FIELDS = frozenset(REQUEST_COLUMNS)
@@ -116,8 +117,12 @@ class Writer:
         interval: float = 0.15,
         max_batch: int = 5000,
         heartbeat: Callable[[], dict[str, Any]] | None = None,
+        housekeeping: Callable[[Database], int] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Runs on this thread between batches (retention pruning); returns rows it changed.
+        self._housekeeping = housekeeping
+        self._next_housekeeping = 0.0
         self.interval = interval
         self.max_batch = max_batch
         self._heartbeat = heartbeat
@@ -281,6 +286,7 @@ class Writer:
                     self._write(batch, beat)
                 if self._closing and not self._queue:
                     break
+                self._tidy()
         except BaseException:  # pragma: no cover - a bug here must not pass silently
             log.exception("store writer stopped; %d ops lost", len(self._queue))
         finally:
@@ -288,6 +294,17 @@ class Writer:
                 self._db.close()
             self._running = False
             self._done.release()
+
+    def _tidy(self) -> None:
+        """Run housekeeping now and then; again soon while it still finds work."""
+        if self._housekeeping is None or self._db is None or now() < self._next_housekeeping:
+            return
+        try:
+            busy = self._housekeeping(self._db)
+        except sqlite3.Error as exc:  # locked or busy: try again later, never lose a batch
+            log.warning("store writer: housekeeping skipped: %s", exc)
+            busy = 0
+        self._next_housekeeping = now() + (1.0 if busy else HOUSEKEEPING_EVERY)
 
     def _take(self) -> list[tuple[Any, ...]]:
         batch = []
