@@ -35,7 +35,8 @@ def test_metrics_add_up_across_workers(live_factory, fake):
     text = requests.get(proxy.url + "/metrics", timeout=5).text
     assert sample(text, "gemini_proxy_requests_total", dialect="native",
                   model="gemini-2.5-flash", status_class="2xx") == n
-    assert sample(text, "gemini_proxy_upstream_attempts_total", error_class="key_dead") == 1
+    # requests already in flight when the first answer came back may meet the dead key too
+    assert 1 <= sample(text, "gemini_proxy_upstream_attempts_total", error_class="key_dead") <= 8
     assert sample(text, "gemini_proxy_upstream_attempts_total", error_class="ok") == n
     assert sample(text, "gemini_proxy_request_duration_seconds_count", dialect="native") == n
     assert sample(text, "gemini_proxy_time_to_first_byte_seconds_count", dialect="native") == n
