@@ -168,6 +168,14 @@ def describe() -> list[tuple[str, str, str]]:
     return rows
 
 
+def _readable(path: Path) -> bool:
+    """Whether `path` is a file we may read (a folder we cannot enter counts as no file)."""
+    try:
+        return path.is_file() and os.access(path, os.R_OK)
+    except OSError:
+        return False
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: str | Path | None = ".env",
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build Settings from `.env` (if present), then the environment, then `overrides`.
@@ -176,7 +184,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: str | Pat
     keyed by environment name) win over both. Raises SettingsError naming the bad setting.
     """
     values: dict[str, str] = {}
-    if dotenv and Path(dotenv).is_file():
+    if dotenv and _readable(Path(dotenv)):
         from dotenv import dotenv_values
 
         values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
