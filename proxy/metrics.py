@@ -8,6 +8,7 @@ default in-process registry is used.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
@@ -36,6 +37,18 @@ WRITER_QUEUE = Gauge("gemini_proxy_writer_queue_depth", "Writes waiting for the 
                      multiprocess_mode="livesum")
 INFLIGHT = Gauge("gemini_proxy_requests_in_flight", "Requests in flight (streams until done).",
                  multiprocess_mode="livesum")
+
+
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """Return `metric.labels(*labels)`, remembered: the lookup costs more than the update."""
+    key = (metric, *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
 
 
 def render() -> tuple[bytes, str]:

@@ -381,27 +381,29 @@ class Refresher:
         self.load = load
         self.interval = interval
         self._stop = False
-        self._wake = False
+        # Held while idle; releasing it wakes the thread early. Sleeping on a lock instead
+        # of polling keeps the thread from taking the GIL from requests between ticks.
+        self._wake = realthread.lock()
+        self._wake.acquire()
 
     def start(self) -> None:
         realthread.start(self._run)
 
     def stop(self) -> None:
         self._stop = True
+        self.poke()
 
     def poke(self) -> None:
         """Ask for a refresh now rather than at the next tick."""
-        self._wake = True
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass  # already awake
 
     def _run(self) -> None:
-        next_at = 0.0
         while not self._stop:
-            now = realthread.real_monotonic()
-            if self._wake or now >= next_at:
-                self._wake = False
-                try:
-                    self.pool.offer(self.load(self.pool.pins_seq))
-                except Exception:  # keep serving from the last good view
-                    log.exception("pool refresh failed")
-                next_at = now + self.interval
-            realthread.real_sleep(0.02)
+            try:
+                self.pool.offer(self.load(self.pool.pins_seq))
+            except Exception:  # keep serving from the last good view
+                log.exception("pool refresh failed")
+            self._wake.acquire(timeout=self.interval)

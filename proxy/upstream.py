@@ -13,8 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from urllib.parse import urlencode
+
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 
 from proxy.errors import Kind, Outcome, classify, parse_error_body, transport_failure
 from proxy.pool import Cooling, KeyPool, KeyState, NoKeys
@@ -37,6 +41,7 @@ DROP_RESPONSE_HEADERS = frozenset({
     "content-encoding", "server", "alt-svc", "set-cookie", "date",
 })
 ERROR_BODY_LIMIT = 1 << 20
+POOL_MAXSIZE = 128
 
 
 class PoolUnavailable(Exception):
@@ -73,6 +78,10 @@ class Attempt:
     outcome: str
     reason: str
     ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "key": self.key, "status": self.status,
+                "outcome": self.outcome, "reason": self.reason, "ms": self.ms}
 
 
 @dataclass
@@ -118,10 +127,11 @@ class Upstream:
         self.pool = pool
         self.session = requests.Session()
         self.session.trust_env = False  # never route Gemini traffic through a stray HTTP_PROXY
-        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=settings.worker_connections,
-                              max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # Idle connections kept per host: enough for steady load; bursts beyond it open
+        # extra connections that are closed after use, so memory stays flat.
+        self.adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
         self.timeout = (settings.connect_timeout, settings.read_timeout)
 
     def _choose(self, call: Call, tried: set[int], started: float) -> KeyState:
@@ -139,16 +149,27 @@ class Upstream:
             raise PoolUnavailable(429, choice.reason, choice.retry_after)
 
     def _send(self, call: Call, key: KeyState) -> requests.Response:
-        headers = dict(call.headers)
+        """Send through requests' adapter with a request built by hand.
+
+        Session.request would merge environment settings, cookies and hooks and re-parse
+        the URL on every call: a third of the client's CPU, for nothing this proxy uses.
+        """
+        headers = CaseInsensitiveDict(call.headers)
         if call.bearer:
             headers["Authorization"] = f"Bearer {key.value}"
         else:
             headers["x-goog-api-key"] = key.value
         headers["Accept-Encoding"] = "identity"
+        if call.body is not None or call.method in ("POST", "PUT", "PATCH"):
+            headers["Content-Length"] = str(len(call.body or b""))
         url = call.url or self.settings.upstream_url + call.path
-        return self.session.request(call.method, url, params=call.params, data=call.body,
-                                    headers=headers, stream=True, timeout=self.timeout,
-                                    allow_redirects=False)
+        if call.params:
+            url += ("&" if "?" in url else "?") + urlencode(call.params)
+        prepared = PreparedRequest()
+        prepared.method, prepared.url, prepared.headers = call.method, url, headers
+        prepared.body, prepared.hooks = call.body, {"response": []}
+        prepared._cookies, prepared.body_position = None, None
+        return self.adapter.send(prepared, stream=True, timeout=self.timeout)
 
     def open(self, call: Call) -> Reply:
         """Send `call`, retrying on other keys until an answer can be relayed.

@@ -26,7 +26,7 @@ _PINNED = re.compile(r"(?:files|cachedContents)/[A-Za-z0-9_.-]+")
 # Only these fields name a file or cache; prompt text that mentions "files/x" must not.
 _PIN_FIELDS = re.compile(rb'"(?:fileUri|file_uri|cachedContent|cached_content|name)"\s*:\s*"([^"]+)"')
 _PIN_WAIT = 1.5  # seconds to wait for another worker's fresh pin to reach this one
-_JSON_CHECK_LIMIT = 1 << 20  # larger bodies are left to Google to judge (parsing blocks the hub)
+_JSON_CHECK_LIMIT = 1 << 16  # larger bodies are left to Google to judge (parsing blocks the hub)
 
 
 def state() -> Any:
