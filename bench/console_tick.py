@@ -179,12 +179,12 @@ def main() -> int:
         warm = {name: statistics.median(timed(fn) for _ in range(WARM_RUNS)) for name, fn in plan}
         print(f"{'pane read':<26} {'cold ms':>9} {'warm ms':>9}")
         for name, _ in plan:
-            print(f"{name:<26} {cold[name]:>9.1f} {warm[name]:>9.1f}")
+            print(f"{name:<26} {cold[name]:>9.2f} {warm[name]:>9.2f}")
         tick = {"Requests": ["header", "requests"], "Logs": ["header", "logs (tail)"],
                 "Keys": ["header", "keys"], "Stats": ["header", "stats hour"], "Users": ["header", "users"]}
         print(f"\n{'one tick (header + pane)':<26} {'warm ms':>9}")
         for pane, parts in tick.items():
-            print(f"{pane:<26} {sum(warm[p] for p in parts):>9.1f}")
+            print(f"{pane:<26} {sum(warm[p] for p in parts):>9.2f}")
         reader.close()
     return 0
 

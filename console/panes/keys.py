@@ -1,0 +1,271 @@
+"""Keys: every Google key with its health, usage and cooldowns; add, enable, disable, remove, probe, reset."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from proxy.store import add_key, disable_key, enable_key, remove_key, reset_key
+
+from ..fmt import ago, count, pct, span
+from ..modals import AddKeyScreen, ConfirmScreen
+from ..probe import ProbeResult
+from ..table import Cell, Column, KeyedTable
+from .base import Job, Pane
+
+COLUMNS = [
+    Column("key", "key", 9),
+    Column("label", "label", 11),
+    Column("state", "state", 8),
+    Column("ok", "ok%", 4, right=True),
+    Column("requests", "req", 5, right=True),
+    Column("tokens", "tok", 5, right=True),
+    Column("cooling", "cooling", 15),
+    Column("used", "used", 5, right=True),
+    Column("error", "last error", 40),
+]
+STATE_STYLES = {"usable": "green", "cooling": "yellow", "dead": "bold red", "disabled": "dim"}
+STATE_ORDER = {"usable": 0, "cooling": 1, "dead": 2, "disabled": 3}
+
+SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "key": lambda k: k["id"],
+    "label": lambda k: (k["label"] or "").lower(),
+    "state": lambda k: STATE_ORDER.get(k["state"], 9),
+    "ok": lambda k: -1 if k["success_rate"] is None else k["success_rate"],
+    "requests": lambda k: k["requests_today"],
+    "tokens": lambda k: k["tokens_today"],
+    "cooling": lambda k: max((c["cool_until"] for c in k["cooldowns"]), default=0),
+    "used": lambda k: k["last_used_at"] or 0,
+    "error": lambda k: k["last_error"] or "",
+}
+
+
+def cooling_text(cooldowns: list[dict[str, Any]], now: float) -> str:
+    """Return the soonest-ending cooldown as `model 2m10s`, with `+N` for the others."""
+    if not cooldowns:
+        return ""
+    first = min(cooldowns, key=lambda c: c["cool_until"])
+    more = f" +{len(cooldowns) - 1}" if len(cooldowns) > 1 else ""
+    model = (first["model"] or "all").removeprefix("gemini-")
+    return f"{model} {span(first['cool_until'] - now)}{more}"
+
+
+def key_cells(k: dict[str, Any], now: float) -> tuple[Cell, ...]:
+    """Return the table cells of one key."""
+    rate = k["success_rate"]
+    rate_style = "" if rate is None else "green" if rate >= 0.9 else "yellow" if rate >= 0.5 else "red"
+    error = k["invalid_reason"] if k["state"] == "dead" else k["last_error"]
+    return (
+        k["masked"],
+        k["label"] or "",
+        (k["state"], STATE_STYLES.get(k["state"], "")),
+        (pct(rate), rate_style),
+        count(k["requests_today"]),
+        count(k["tokens_today"]),
+        (cooling_text(k["cooldowns"], now), "yellow"),
+        ago(k["last_used_at"], now) if k["last_used_at"] else "—",
+        (error or "", "red" if k["state"] == "dead" else "dim"),
+    )
+
+
+class KeysPane(Pane):
+    """Show the pool; act on the key under the cursor."""
+
+    TITLE = "Keys"
+    NOTES = [
+        "req, tok: today (since midnight Pacific, when Google's daily quotas reset);",
+        "ok%: successes against rate limits, dead-key and upstream failures, last 15 minutes.",
+        "Changes reach the running proxy within about a second (it re-reads keys), no restart.",
+    ]
+    BINDINGS = [
+        Binding("a", "add", "Add", tooltip="add a key (a form; the key is hidden as you type)"),
+        Binding("e", "enable", "Enable", tooltip="enable: active again, dead mark and cooldowns cleared"),
+        Binding("d", "disable", "Disable", tooltip="disable the key: the proxy stops choosing it"),
+        Binding("r", "remove", "Remove", tooltip="remove the key (asks first)"),
+        Binding("P,t", "probe", "Probe", key_display="P/t",
+                tooltip="probe: list the upstream's models with this key"),
+        Binding("R", "reset", "Reset", key_display="R",
+                tooltip="reset: clear dead mark, cooldowns, errors, stats (asks)"),
+        Binding("s", "sort", "Sort", tooltip="sort by the next column"),
+        Binding("S", "reverse", "Reverse the sort", key_display="S", show=False),
+    ]
+
+    def __init__(self, *, id: str = "keys") -> None:
+        super().__init__(id=id)
+        self.sort_column = "key"
+        self.descending = False
+        self.key_rows: list[dict[str, Any]] = []
+        self.probes: dict[int, ProbeResult] = {}
+        self.probing: set[int] = set()
+        self.now = time.time()
+
+    def body(self) -> Iterable[Widget]:
+        yield KeyedTable(COLUMNS, id="keys-table")
+        yield Static("", id="key-detail")
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def main_widget(self) -> Widget:
+        return self.table
+
+    def on_mount(self) -> None:
+        self.table.mark_column(self.sort_column, "▼" if self.descending else "▲")
+        self.set_info((" reading keys…", "dim"))
+
+    def job(self) -> Job | None:
+        return lambda reader: (time.time(), reader.keys())
+
+    def show(self, data: tuple[float, list[dict[str, Any]]]) -> None:
+        self.now, keys = data
+        self.key_rows = sorted(keys, key=SORTS[self.sort_column], reverse=self.descending)
+        self.table.sync([(str(k["id"]), key_cells(k, self.now)) for k in self.key_rows])
+        states = [k["state"] for k in keys]
+        self.set_info(
+            (f" {len(keys)}", "bold"), " keys: ",
+            (f"{states.count('usable')} usable", "green"), " · ",
+            (f"{states.count('cooling')} cooling", "yellow"), " · ",
+            (f"{states.count('dead')} dead", "red"), " · ",
+            (f"{states.count('disabled')} disabled", "dim"),
+            (f"   sort: {self.sort_column} {'▼' if self.descending else '▲'}", "dim"),
+        )
+        self.show_detail()
+
+    def current(self) -> dict[str, Any] | None:
+        """Return the key under the cursor."""
+        key = self.table.cursor_key
+        return next((k for k in self.key_rows if str(k["id"]) == key), None)
+
+    def show_detail(self) -> None:
+        k = self.current()
+        out = Text(no_wrap=False, overflow="ellipsis")
+        if k is None:
+            out.append("no keys yet: press a to add one", style="dim")
+            self.query_one("#key-detail", Static).update(out)
+            return
+        now = self.now
+        out.append(f"{k['masked']}", style="bold")
+        out.append(f" id {k['id']}")
+        if k["label"]:
+            out.append(f" · {k['label']}")
+        out.append(" · ")
+        out.append(k["state"], style=STATE_STYLES.get(k["state"], ""))
+        out.append(f" · added {ago(k['created_at'], now)} ago · used {ago(k['last_used_at'], now)}"
+                   + (" ago" if k["last_used_at"] else ""), style="dim")
+        if k["cooldowns"]:
+            out.append("\ncooling: ", style="yellow")
+            out.append(", ".join(
+                f"{c['model'] or 'all models'} {span(c['cool_until'] - now)}"
+                + (f" ({c['reason']})" if c["reason"] else "") for c in k["cooldowns"]))
+        if k["invalid_reason"]:
+            out.append("\ndead: ", style="bold red")
+            out.append(k["invalid_reason"])
+        if k["last_error"]:
+            out.append("\nlast error: ", style="dim")
+            out.append(k["last_error"])
+        probe = self.probes.get(k["id"])
+        out.append("\nprobe: ", style="dim")
+        if k["id"] in self.probing:
+            out.append("calling the models list…", style="cyan")
+        elif probe is None:
+            out.append("P or t lists the upstream's models with this key", style="dim")
+        else:
+            out.append(f"{probe.status or 'no answer'}", style="green" if probe.ok else "bold red")
+            out.append(f" · {probe.summary} · {probe.ms:.0f} ms · {ago(probe.at, time.time())} ago")
+        self.query_one("#key-detail", Static).update(out)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _target(self) -> dict[str, Any] | None:
+        k = self.current()
+        if k is None:
+            self.notify("no key selected", severity="warning")
+        return k
+
+    def _key_name(self, k: dict[str, Any]) -> str:
+        return f"{k['masked']}" + (f" ({k['label']})" if k["label"] else "")
+
+    def action_add(self) -> None:
+        if self.host.refuse("add a key"):
+            return
+
+        def added(answer: tuple[str, str] | None) -> None:
+            if answer:
+                value, label = answer
+                self.host.act("add key", add_key, value, label or None)
+
+        self.app.push_screen(AddKeyScreen(), added)
+
+    def action_enable(self) -> None:
+        k = self._target()
+        if k and not self.host.refuse("enable"):
+            self.host.act(f"enable {self._key_name(k)}", enable_key, str(k["id"]))
+
+    def action_disable(self) -> None:
+        k = self._target()
+        if k and not self.host.refuse("disable"):
+            self.host.act(f"disable {self._key_name(k)}", disable_key, str(k["id"]))
+
+    def action_remove(self) -> None:
+        k = self._target()
+        if not k or self.host.refuse("remove"):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.host.act(f"remove {self._key_name(k)}", remove_key, str(k["id"]))
+
+        self.app.push_screen(ConfirmScreen(
+            f"Remove key {self._key_name(k)}?\n\nThe proxy stops using it within a second. "
+            "Its history stays; adding the same value again brings it back.", "remove"), answered)
+
+    def action_reset(self) -> None:
+        k = self._target()
+        if not k or self.host.refuse("reset"):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.host.act(f"reset {self._key_name(k)}", reset_key, str(k["id"]), forget_stats=True)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Reset key {self._key_name(k)}?\n\nClears its dead mark, cooldowns and last error, "
+            "and deletes its per-minute statistics.", "reset"), answered)
+
+    def action_probe(self) -> None:
+        k = self._target()
+        if not k or self.host.refuse("probe"):
+            return
+        self.probing.add(k["id"])
+        self.show_detail()
+        self.host.probe(k["id"], self._key_name(k))
+
+    def probed(self, key_id: int, result: ProbeResult) -> None:
+        """Keep a probe's answer to show under the table."""
+        self.probing.discard(key_id)
+        self.probes[key_id] = result
+        self.show_detail()
+
+    def action_sort(self) -> None:
+        names = [c.key for c in COLUMNS]
+        self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
+        # Counts and times read best biggest/latest first; names and states in order.
+        self.descending = self.sort_column in ("ok", "requests", "tokens", "cooling", "used")
+        self._resort()
+
+    def action_reverse(self) -> None:
+        self.descending = not self.descending
+        self._resort()
+
+    def _resort(self) -> None:
+        self.table.mark_column(self.sort_column, "▼" if self.descending else "▲")
+        if self.key_rows:
+            self.show((self.now, self.key_rows))

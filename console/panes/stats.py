@@ -1,0 +1,191 @@
+"""Stats: requests, tokens and errors over time, in total and per key, model or user."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import Static
+
+from proxy.store.rollup import INDEX
+
+from ..fmt import clock, count, pct, spark
+from ..reads import FAILURES, StatsData, failures, tokens
+from ..table import Cell, Column, KeyedTable
+from .base import Job, Pane
+
+SPANS = [("hour", "last hour by minute"), ("day", "last day by hour"), ("week", "last week by day")]
+GROUPS = [("key_id", "key"), ("model", "model"), ("user_id", "user key")]
+TREND_WIDTH = 30
+COLUMNS = [
+    Column("name", "key", 18),
+    Column("requests", "req", 7, right=True),
+    Column("ok", "ok%", 5, right=True),
+    Column("errors", "err", 6, right=True),
+    Column("tokens", "tok", 7, right=True),
+    Column("trend", "requests over time", TREND_WIDTH),
+]
+FAILURE_NAMES = {"rate_limited": "rate-limited", "key_dead": "key dead", "upstream_error": "upstream",
+                 "client_error": "client", "rejected": "refused"}
+
+
+class Spark(Widget):
+    """A one-line bar chart from zero, stretched to the widget's width."""
+
+    DEFAULT_CSS = "Spark { height: 1; width: 1fr; }"
+
+    def __init__(self, style: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.values: list[float] = []
+        self.bar_style = style
+
+    def set(self, values: list[float]) -> None:
+        self.values = values
+        self.refresh()
+
+    def render(self) -> Text:
+        return Text(spark(self.values, self.size.width), style=self.bar_style, no_wrap=True)
+
+
+class SparkRow(Horizontal):
+    """A label, a sparkline and the total beside it."""
+
+    def __init__(self, label: str, style: str, *, id: str) -> None:
+        super().__init__(id=id, classes="spark-row")
+        self.label_text = label
+        self.bar_style = style
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(self.label_text, style="bold"), classes="spark-label")
+        yield Spark(self.bar_style)
+        yield Static("", classes="spark-total")
+
+    def set(self, values: list[float], total: Text | str) -> None:
+        self.query_one(Spark).set(values)
+        self.query_one(".spark-total", Static).update(total)
+
+
+class StatsPane(Pane):
+    """Show one time span, grouped one way; `r` cycles the span, `g` the grouping."""
+
+    TITLE = "Stats"
+    NOTES = [
+        "Counts come from the per-minute buckets the proxy keeps (they outlive pruned requests).",
+        "err counts failed upstream attempts, so one request retried on three keys can add three.",
+        "Week buckets are 24 hours each, the last ending now.",
+    ]
+    BINDINGS = [
+        Binding("r", "span", "Range: hour / day / week"),
+        Binding("g", "group", "Group: key / model / user"),
+    ]
+
+    def __init__(self, *, id: str = "stats") -> None:
+        super().__init__(id=id)
+        self.span_index = 0
+        self.group_index = 0
+        self.reading = True
+
+    def body(self) -> Iterable[Widget]:
+        yield SparkRow("requests", "bold cyan", id="spark-requests")
+        yield SparkRow("tokens", "bold green", id="spark-tokens")
+        yield SparkRow("errors", "bold red", id="spark-errors")
+        yield Static("", id="breakdown")
+        yield KeyedTable(COLUMNS, id="stats-table")
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def main_widget(self) -> Widget:
+        return self.table
+
+    @property
+    def span(self) -> str:
+        return SPANS[self.span_index][0]
+
+    @property
+    def group(self) -> str:
+        return GROUPS[self.group_index][0]
+
+    def on_mount(self) -> None:
+        self.describe(None)
+
+    def job(self) -> Job | None:
+        group, span = self.group, self.span
+        return lambda reader: reader.stats(group, span)
+
+    def describe(self, data: StatsData | None) -> None:
+        parts: list[tuple[str, str] | str] = [
+            (" " + SPANS[self.span_index][1], "bold"), " · per ", (GROUPS[self.group_index][1], "bold"),
+        ]
+        if data and data.starts:
+            parts.append((f" · {clock(data.starts[0] * 60)[:5]} → now", "dim"))
+        if self.reading:
+            parts.append(("  reading…", "cyan"))
+        parts.append(("   r range · g group", "dim"))
+        self.set_info(*parts)
+
+    def show(self, data: StatsData) -> None:
+        self.reading = False
+        total = data.total
+        req = [b[INDEX["requests"]] for b in total]
+        tok = [tokens(b) for b in total]
+        err = [failures(b) for b in total]
+        n_req, n_tok, n_err = sum(req), sum(tok), sum(err)
+        per = {"hour": "min", "day": "h", "week": "day"}[data.span]
+        rate = n_req / len(req) if req else 0
+        per_bucket = f"{rate:.1f}" if rate < 100 else count(rate)
+        self.query_one("#spark-requests", SparkRow).set(req, Text(f"{count(n_req)} · {per_bucket}/{per}"))
+        tin = sum(b[INDEX["tokens_in"]] for b in total)
+        self.query_one("#spark-tokens", SparkRow).set(tok, Text(f"{count(tin)} in {count(n_tok - tin)} out"))
+        attempts = sum(b[INDEX["ok"]] for b in total) + n_err
+        self.query_one("#spark-errors", SparkRow).set(
+            err, Text(f"{count(n_err)} · {pct(n_err / attempts) if attempts else '—'} of tries"))
+        line = Text(" ", no_wrap=True, overflow="ellipsis")
+        for name in FAILURES:
+            n = sum(b[INDEX[name]] for b in total)
+            line.append(f"{FAILURE_NAMES[name]} ", style="dim")
+            line.append(count(n), style="bold red" if n and name != "client_error" else "bold" if n else "dim")
+            line.append("  ")
+        self.query_one("#breakdown", Static).update(line)
+        rows = []
+        for g, series in data.groups.items():
+            rows.append((g, series, sum(b[INDEX["requests"]] for b in series)))
+        rows.sort(key=lambda r: (-r[2], str(r[0])))
+        self.table.sync([(f"{self.group}:{g}", self._cells(data, g, series)) for g, series, _ in rows])
+        self.describe(data)
+
+    def _cells(self, data: StatsData, g: Any, series: list[list[int]]) -> tuple[Cell, ...]:
+        if data.group == "model":
+            name = g or "(none)"
+        else:
+            name = data.names.get(g) or ("(none)" if not g else f"#{g}")
+        req = sum(b[INDEX["requests"]] for b in series)
+        ok = sum(b[INDEX["ok"]] for b in series)
+        err = sum(failures(b) for b in series)
+        return (
+            name,
+            count(req),
+            pct(ok / (ok + err)) if ok + err else "—",
+            (count(err), "red" if err else "dim"),
+            count(sum(tokens(b) for b in series)),
+            (spark([b[INDEX["requests"]] for b in series], TREND_WIDTH), "cyan"),
+        )
+
+    def _changed_view(self) -> None:
+        self.reading = True
+        self.table.reset()
+        self.table.relabel("name", GROUPS[self.group_index][1])
+        self.describe(None)
+        self.changed()
+
+    def action_span(self) -> None:
+        self.span_index = (self.span_index + 1) % len(SPANS)
+        self._changed_view()
+
+    def action_group(self) -> None:
+        self.group_index = (self.group_index + 1) % len(GROUPS)
+        self._changed_view()

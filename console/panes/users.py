@@ -1,0 +1,124 @@
+"""Users: the user keys clients call the proxy with, their usage and limits; add and remove."""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+from rich.console import Group
+from rich.text import Text
+from textual.binding import Binding
+from textual.widget import Widget
+
+from proxy.store import add_user, remove_user
+
+from ..fmt import count
+from ..modals import AddUserScreen, ConfirmScreen
+from ..table import Cell, Column, KeyedTable
+from .base import Job, Pane
+
+COLUMNS = [
+    Column("label", "user", 12),
+    Column("key", "key", 9),
+    Column("requests_today", "req/d", 6, right=True),
+    Column("tokens_today", "tok/d", 6, right=True),
+    Column("requests_7d", "req/7d", 6, right=True),
+    Column("tokens_7d", "tok/7d", 6, right=True),
+    Column("rpm", "rpm≤", 5, right=True),
+    Column("tpd", "tok/d≤", 6, right=True),
+    Column("models", "models allowed", 30),
+]
+
+
+def user_cells(u: dict[str, Any]) -> tuple[Cell, ...]:
+    """Return the table cells of one user."""
+    models = (u["allowed_models"] or "").replace("|", ", ")
+    return (
+        u["label"],
+        u["masked"] or "—",
+        count(u["requests_today"]),
+        count(u["tokens_today"]),
+        count(u["requests_7d"]),
+        count(u["tokens_7d"]),
+        (count(u["rpm_limit"]) if u["rpm_limit"] else "—", "" if u["rpm_limit"] else "dim"),
+        (count(u["tpd_limit"]) if u["tpd_limit"] else "—", "" if u["tpd_limit"] else "dim"),
+        (models or "all", "" if models else "dim"),
+    )
+
+
+class UsersPane(Pane):
+    """Show user keys (masked); add one (its key is shown once) or remove one."""
+
+    TITLE = "Users"
+    NOTES = [
+        "/d: today since midnight Pacific; /7d: the last 7×24 hours.",
+        "Only a hash of each user key is stored: a new key is shown once, when it is made.",
+        "Limits are set from the shell: gemini-proxy users limits LABEL --rpm N --tpd N.",
+    ]
+    BINDINGS = [
+        Binding("a", "add", "Add", tooltip="add a user (the new key is shown once)"),
+        Binding("r", "remove", "Remove", tooltip="remove the user (asks first)"),
+    ]
+
+    def __init__(self, *, id: str = "users") -> None:
+        super().__init__(id=id)
+        self.user_rows: list[dict[str, Any]] = []
+
+    def body(self) -> Iterable[Widget]:
+        yield KeyedTable(COLUMNS, id="users-table")
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def main_widget(self) -> Widget:
+        return self.table
+
+    def on_mount(self) -> None:
+        self.set_info((" reading users…", "dim"))
+
+    def job(self) -> Job | None:
+        return lambda reader: reader.users(time.time())
+
+    def show(self, users: list[dict[str, Any]]) -> None:
+        self.user_rows = users
+        self.table.sync([(str(u["id"]), user_cells(u)) for u in users])
+        self.set_info((f" {len(users)}", "bold"), " users", ("   a add · r remove", "dim"))
+
+    def current(self) -> dict[str, Any] | None:
+        key = self.table.cursor_key
+        return next((u for u in self.user_rows if str(u["id"]) == key), None)
+
+    def action_add(self) -> None:
+        if self.host.refuse("add a user"):
+            return
+
+        def named(label: str | None) -> None:
+            if label:
+                self.host.act(f"add user {label}", add_user, label, done=self._show_new_key)
+
+        self.app.push_screen(AddUserScreen(), named)
+
+    def _show_new_key(self, result: tuple[int, str]) -> None:
+        _, key = result
+        body = Group(
+            Text("Give this key to the client; it is not stored and will not be shown again:\n"),
+            Text(key, style="bold reverse"),
+            Text("\nClients send it as X-Goog-Api-Key, ?key=, or Authorization: Bearer."),
+        )
+        self.host.show_text("New user key", body)
+
+    def action_remove(self) -> None:
+        u = self.current()
+        if u is None:
+            self.notify("no user selected", severity="warning")
+            return
+        if self.host.refuse("remove"):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.host.act(f"remove user {u['label']}", remove_user, str(u["id"]))
+
+        self.app.push_screen(ConfirmScreen(
+            f"Remove user {u['label']} ({u['masked']})?\n\nTheir key stops working within a second.",
+            "remove"), answered)

@@ -1,0 +1,473 @@
+"""The console under Textual's pilot at 80×24, over a small seeded database."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from rich.console import Console
+from textual.widgets import Input
+from test_console_seed import USERS, request_row, seed_db
+
+from console.app import ConsoleApp
+from console.modals import AddKeyScreen, AddUserScreen, ConfirmScreen, TextScreen
+from console.panes import KeysPane, LogsPane, RequestsPane, StatsPane, UsersPane
+from console.table import KeyedTable
+from proxy.store import find_key, list_keys, list_users, open_db
+from proxy.store.schema import REQUEST_COLUMNS
+from proxy.store.util import hash_user_key
+
+SIZE = (80, 24)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    path = tmp_path / "console.db"
+    seed_db(path)
+    return path
+
+
+def run(test: Callable[[], Any]) -> None:
+    asyncio.run(test())
+
+
+async def until(pilot: Any, cond: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Let the app run until `cond()` is true (the poll worker applies results asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+def table(app: ConsoleApp, pane: type) -> KeyedTable:
+    return app.query_one(pane).query_one(KeyedTable)
+
+
+def keys_of(t: KeyedTable) -> list[str]:
+    return t.keys_in_order()
+
+
+def screen_text(app: ConsoleApp) -> str:
+    """Return the text of the TextScreen on top, rendered as a user would read it."""
+    screen = app.screen
+    assert isinstance(screen, TextScreen)
+    console = Console(width=100, record=True, file=open("/dev/null", "w"))
+    console.print(screen.body)
+    return console.export_text()
+
+
+def db_keys(path: Path) -> dict[str, dict[str, Any]]:
+    db = open_db(path)
+    try:
+        return {k["label"]: k for k in list_keys(db, include_removed=True)}
+    finally:
+        db.close()
+
+
+async def type_into(pilot: Any, app: ConsoleApp, text: str, *, opener: str | None = None) -> None:
+    """Open an input (with `opener`), put `text` in the focused input, and press enter.
+
+    Setting the value instead of pressing each key keeps the tests quick; one test types.
+    """
+    if opener:
+        await pilot.press(opener)
+    await pilot.pause()
+    field = app.focused
+    assert isinstance(field, Input), field
+    field.value = text
+    await pilot.press("enter")
+
+
+def recorder(app: ConsoleApp) -> list[str]:
+    """Record every notification's message (and still show it)."""
+    seen: list[str] = []
+    original = app.notify
+
+    def notify(message: str, **kw: Any) -> None:
+        seen.append(message)
+        original(message, **kw)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return seen
+
+
+def test_each_pane_renders_its_rows(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            requests = table(app, RequestsPane)
+            await until(pilot, lambda: requests.row_count == 30)
+            assert keys_of(requests)[:3] == ["req-0029", "req-0028", "req-0027"]
+            await pilot.press("2")
+            logs = table(app, LogsPane)
+            await until(pilot, lambda: logs.row_count == 8)
+            await pilot.press("3")
+            keys = table(app, KeysPane)
+            await until(pilot, lambda: keys.row_count == 3)
+            await pilot.press("4")
+            stats = table(app, StatsPane)
+            await until(pilot, lambda: stats.row_count == 2)
+            await pilot.press("5")
+            users = table(app, UsersPane)
+            await until(pilot, lambda: users.row_count == 2)
+            status = str(app.query_one("#status").render())
+            assert "up" in status and "1 ok" in status and "1 cool" in status and "1 dead" in status
+    run(go)
+
+
+def test_requests_fit_80_columns_and_show_in_flight(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            t = table(app, RequestsPane)
+            await until(pilot, lambda: t.row_count == 30)
+            # Every column is visible without scrolling sideways at 80 columns.
+            assert t.virtual_size.width <= t.size.width
+            flying = t.get_row("req-0029")
+            assert flying[5].plain.strip() == "…" and flying[8].plain.strip().endswith("s")
+            assert t.get_row("req-0027")[6].plain.strip() == "2"
+    run(go)
+
+
+def test_new_requests_appear_by_key_without_reloading(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            t = table(app, RequestsPane)
+            await until(pilot, lambda: t.row_count == 30)
+            old_cell = t.get_row("req-0010")[0]
+            db = open_db(db_path)
+            cols = ", ".join(REQUEST_COLUMNS)
+            db.conn.execute(f"INSERT INTO requests ({cols}) VALUES ({', '.join(':' + c for c in REQUEST_COLUMNS)})",
+                            request_row(30, time.time(), started_at=time.time()))
+            db.conn.execute("UPDATE requests SET status = 200, duration_ms = 1500, ended_at = ? WHERE id = 'req-0029'",
+                            (time.time(),))
+            db.close()
+            await until(pilot, lambda: "req-0030" in keys_of(t))
+            assert keys_of(t)[0] == "req-0030"
+            await until(pilot, lambda: t.get_row("req-0029")[5].plain.strip() == "200")
+            # Unchanged rows keep their cell objects: nothing was cleared and reloaded.
+            assert t.get_row("req-0010")[0] is old_cell
+    run(go)
+
+
+def test_requests_filter_narrows_and_clears(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            t = table(app, RequestsPane)
+            await until(pilot, lambda: t.row_count == 30)
+            await pilot.press("slash")
+            await pilot.press(*"status:4xx")
+            await pilot.press("enter")
+            await until(pilot, lambda: set(keys_of(t)) == {"req-0026", "req-0028"})
+            await type_into(pilot, app, "user:bob model:gemini-2.5-pro", opener="slash")
+            await until(pilot, lambda: set(keys_of(t)) == {"req-0024", "req-0028"})
+            await type_into(pilot, app, "overloaded", opener="slash")
+            await until(pilot, lambda: keys_of(t) == ["req-0025"])
+            await pilot.press("slash")
+            app.focused.value = "status:2xx"
+            await pilot.press("escape")  # in the bar: cancels, the filter stays
+            assert app.focused is t and app.query_one(RequestsPane).filter_line == "overloaded"
+            await pilot.press("escape")  # on the table: drops the filter
+            await until(pilot, lambda: t.row_count == 30)
+    run(go)
+
+
+def test_logs_filter_by_level_status_and_text(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            t = table(app, LogsPane)
+            await until(pilot, lambda: t.row_count == 8)
+            await type_into(pilot, app, "level:warning", opener="slash")
+            await until(pilot, lambda: t.row_count == 2)
+            await type_into(pilot, app, "status:429", opener="slash")
+            await until(pilot, lambda: t.row_count == 1)
+            await type_into(pilot, app, "retired", opener="slash")
+            await until(pilot, lambda: t.row_count == 1 and "retired" in t.get_row_at(0)[3].plain)
+    run(go)
+
+
+def test_keys_sort_by_column(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            t = table(app, KeysPane)
+            await until(pilot, lambda: t.row_count == 3)
+            ids = db_keys(db_path)
+            alpha, beta, gamma = (str(ids[n]["id"]) for n in ("alpha", "beta", "gamma"))
+            assert keys_of(t) == [alpha, beta, gamma]
+            await pilot.press("s", "s")  # key → label → state
+            await until(pilot, lambda: app.query_one(KeysPane).sort_column == "state")
+            assert keys_of(t) == [alpha, beta, gamma]  # usable, cooling, dead
+            await pilot.press("s")  # ok%, best first
+            await until(pilot, lambda: keys_of(t) == [alpha, beta, gamma])
+            await pilot.press("S")  # reversed: no traffic, then worst
+            await until(pilot, lambda: keys_of(t) == [gamma, beta, alpha])
+            await pilot.press("s")  # requests today, most first
+            await until(pilot, lambda: keys_of(t)[0] == alpha)
+            assert "req▼" in t.columns[t.ordered_columns[4].key].label.plain
+    run(go)
+
+
+def test_key_actions_change_the_database(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            t = table(app, KeysPane)
+            await until(pilot, lambda: t.row_count == 3)
+            # disable, then enable, the first key (alpha)
+            await pilot.press("d")
+            await until(pilot, lambda: db_keys(db_path)["alpha"]["status"] == "disabled")
+            await until(pilot, lambda: "disabled" in t.get_row_at(0)[2].plain)
+            await pilot.press("e")
+            await until(pilot, lambda: db_keys(db_path)["alpha"]["status"] == "active")
+            # reset the dead key (gamma, third row) after confirming
+            await pilot.press("down", "down", "R")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: db_keys(db_path)["gamma"]["invalid_reason"] is None)
+            # add a key through the form; the bad value is refused first
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, AddKeyScreen))
+            await type_into(pilot, app, "no way")
+            assert "not a Google API key" in str(app.screen.query_one("#problem").render())
+            await type_into(pilot, app, "fake-key-0009")
+            await type_into(pilot, app, "delta")
+            await until(pilot, lambda: "delta" in db_keys(db_path))
+            await until(pilot, lambda: t.row_count == 4)
+            assert db_keys(db_path)["delta"]["masked"] == "fake…0009"
+    run(go)
+
+
+def test_reset_clears_the_keys_stats(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            t = table(app, KeysPane)
+            await until(pilot, lambda: t.row_count == 3)
+            await until(pilot, lambda: t.get_row_at(0)[4].plain.strip() == "25")
+            await pilot.press("R", "y")
+            await until(pilot, lambda: t.get_row_at(0)[4].plain.strip() == "0")
+            db = open_db(db_path)
+            assert db.conn.execute("SELECT count(*) FROM stats_minute WHERE key_id = 1").fetchone()[0] == 0
+            db.close()
+    run(go)
+
+
+def test_remove_asks_first(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            t = table(app, KeysPane)
+            await until(pilot, lambda: t.row_count == 3)
+            await pilot.press("down", "r")  # beta
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            assert "fake…0002" in app.screen.question
+            await pilot.press("enter", "n")  # enter is not a yes
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+            await pilot.pause(0.4)
+            assert db_keys(db_path)["beta"]["status"] == "active"
+            await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: db_keys(db_path)["beta"]["status"] == "removed")
+            await until(pilot, lambda: t.row_count == 2)
+    run(go)
+
+
+def test_detail_view_shows_every_attempt(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            t = table(app, RequestsPane)
+            await until(pilot, lambda: t.row_count == 30)
+            await pilot.press("down", "down", "enter")  # req-0027: a 429 on one key, then a 200
+            await until(pilot, lambda: isinstance(app.screen, TextScreen))
+            text = screen_text(app)
+            assert "req-0027" in text and "gemini-2.5-flash" in text and "fake…0001 (id 1)" in text
+            lines = [line for line in text.splitlines() if "fake…000" in line and "ms" in line]
+            assert "429" in lines[0] and "rate_limited" in lines[0] and "per-minute quota" in lines[0]
+            assert "fake…0002" in lines[0] and "fake…0001" in lines[1] and "ok" in lines[1]
+            await pilot.press("escape")
+            await pilot.press("down", "enter")  # req-0026: the error class and message
+            await until(pilot, lambda: isinstance(app.screen, TextScreen))
+            text = screen_text(app)
+            assert "client_error" in text and "bad [request] body" in text
+    run(go)
+
+
+def test_read_only_refuses_actions(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2, read_only=True)
+        async with app.run_test(size=SIZE) as pilot:
+            said = recorder(app)
+            await pilot.press("3")
+            t = table(app, KeysPane)
+            await until(pilot, lambda: t.row_count == 3)
+            for key in ("d", "e", "r", "R", "a", "t"):
+                await pilot.press(key)
+                assert not isinstance(app.screen, (ConfirmScreen, AddKeyScreen))
+            await pilot.press("5", "a", "r")
+            assert not isinstance(app.screen, AddUserScreen)
+            await pilot.pause(0.3)
+            assert len(said) == 8 and all(m.startswith("read-only") for m in said)
+            assert db_keys(db_path)["alpha"]["status"] == "active"
+            assert "read-only" in str(app.query_one("#tabs").render())
+    run(go)
+
+
+def test_users_add_shows_the_key_once_and_remove_asks(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5")
+            t = table(app, UsersPane)
+            await until(pilot, lambda: t.row_count == 2)
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, AddUserScreen))
+            await type_into(pilot, app, "carol")
+            await until(pilot, lambda: isinstance(app.screen, TextScreen))
+            shown = next(w for w in screen_text(app).split() if w.startswith("gp-"))
+            db = open_db(db_path)
+            carol = next(u for u in list_users(db) if u["label"] == "carol")
+            assert db.conn.execute("SELECT key_hash FROM users WHERE id = ?", (carol["id"],)).fetchone()[0] \
+                == hash_user_key(shown)
+            db.close()
+            await pilot.press("escape")
+            await until(pilot, lambda: t.row_count == 3)
+            assert shown not in " ".join(c.plain for c in t.get_row(str(carol["id"])))
+            await pilot.press("end", "r")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: t.row_count == 2)
+            db = open_db(db_path)
+            assert {u["label"] for u in list_users(db)} == set(USERS)
+            db.close()
+    run(go)
+
+
+def test_stats_cycle_range_and_group(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            pane = app.query_one(StatsPane)
+            t = table(app, StatsPane)
+            await until(pilot, lambda: t.row_count == 2)  # last hour: alpha and beta
+            names = {t.get_row(k)[0].plain.strip() for k in keys_of(t)}
+            assert names == {"alpha", "beta"}
+            await pilot.press("r")  # last day: gamma's old minute joins
+            await until(pilot, lambda: pane.span == "day" and t.row_count == 3)
+            await pilot.press("g")  # per model
+            await until(pilot, lambda: {t.get_row(k)[0].plain.strip() for k in keys_of(t)}
+                        == {"gemini-2.5-flash", "gemini-2.5-pro"})
+            await pilot.press("g", "r")  # per user key, last week
+            await until(pilot, lambda: pane.span == "week" and {t.get_row(k)[0].plain.strip() for k in keys_of(t)}
+                        == {"alice", "bob"})
+            breakdown = str(app.query_one("#breakdown").render())
+            assert "rate-limited 2" in breakdown and "upstream 1" in breakdown
+    run(go)
+
+
+def test_pause_holds_the_tail_and_refresh_keys_change_the_interval(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=1.0)
+        async with app.run_test(size=SIZE) as pilot:
+            t = table(app, RequestsPane)
+            await until(pilot, lambda: t.row_count == 30)
+            await pilot.press("minus")
+            assert app.interval == 2.0
+            await pilot.press("plus", "plus", "plus")
+            assert app.interval == 0.25
+            await pilot.press("p")
+            db = open_db(db_path)
+            cols = ", ".join(REQUEST_COLUMNS)
+            db.conn.execute(f"INSERT INTO requests ({cols}) VALUES ({', '.join(':' + c for c in REQUEST_COLUMNS)})",
+                            request_row(31, time.time()))
+            db.close()
+            await pilot.pause(0.8)
+            assert "req-0031" not in keys_of(t)
+            assert "paused" in str(app.query_one("#tabs").render())
+            await pilot.press("p")
+            await until(pilot, lambda: "req-0031" in keys_of(t))
+    run(go)
+
+
+def test_help_lists_the_current_panes_keys(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3", "question_mark")
+            await until(pilot, lambda: isinstance(app.screen, TextScreen))
+            text = screen_text(app)
+            for word in ("Keys pane", "Probe", "remove the key", "sort by the next column", "Quit", "1 2 3 4 5"):
+                assert word.lower() in text.lower(), word
+            await pilot.press("escape", "1", "question_mark")
+            await until(pilot, lambda: isinstance(app.screen, TextScreen))
+            assert "pause" in screen_text(app)
+    run(go)
+
+
+def test_probe_shows_the_upstream_answer(db_path, fake):
+    fake.set_key("fake-key-0003", mode="invalid")
+
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2, upstream=fake.url)
+        async with app.run_test(size=SIZE) as pilot:
+            said = recorder(app)
+            await pilot.press("3")
+            pane = app.query_one(KeysPane)
+            await until(pilot, lambda: pane.table.row_count == 3)
+            await pilot.press("t")
+            await until(pilot, lambda: 1 in pane.probes)
+            assert pane.probes[1].status == 200 and "models" in pane.probes[1].summary
+            await pilot.press("down", "down", "P")
+            await until(pilot, lambda: 3 in pane.probes)
+            assert pane.probes[3].status == 400 and "API_KEY_INVALID" in pane.probes[3].summary
+            assert "API_KEY_INVALID" in str(app.query_one("#key-detail").render())
+            # The key went upstream in the header, and its value never reached the screen.
+            assert [r["key"] for r in fake.requests if r["path"] == "/v1beta/models"] == \
+                ["fake-key-0001", "fake-key-0003"]
+            assert not any("fake-key-000" in m for m in said)
+    run(go)
+
+
+def test_actions_never_put_a_full_key_on_screen(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            said = recorder(app)
+            await pilot.press("3")
+            await type_into(pilot, app, "fake-key-secret-0042", opener="a")
+            await type_into(pilot, app, "")
+            await until(pilot, lambda: table(app, KeysPane).row_count == 4)
+            rows = " ".join(c.plain for k in keys_of(table(app, KeysPane)) for c in table(app, KeysPane).get_row(k))
+            assert "fake-key-secret-0042" not in rows and "fake…0042" in rows
+            assert not any("secret" in m for m in said)
+            db = open_db(db_path)
+            assert find_key(db, "fake…0042")["value"] == "fake-key-secret-0042"
+            db.close()
+    run(go)
+
+
+def test_attempt_keys_are_masked_even_if_stored_whole(tmp_path):
+    from console.detail import request_view
+
+    row = {"id": "x", "status": 200, "attempts_list": [
+        {"key_id": 1, "key": "fake-key-0001-full", "status": 200, "outcome": "ok", "reason": "", "ms": 5}]}
+    console = Console(width=100, record=True, file=open("/dev/null", "w"))
+    console.print(request_view(row))
+    text = console.export_text()
+    assert "fake-key-0001-full" not in text and "fake…full" in text
+    assert json.dumps(row)  # the row itself is untouched
