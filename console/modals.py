@@ -1,4 +1,4 @@
-"""Dialogs: confirm, add a key, add a user, show a secret once, show a long text."""
+"""Dialogs: confirm, add a key, add a user, set limits, show a secret once, show a long text."""
 from __future__ import annotations
 
 import re
@@ -89,6 +89,43 @@ class AddUserScreen(ModalScreen[str | None]):
             self.query_one("#problem", Static).update("a label is 1-100 characters, no spaces or '|', not only digits")
             return
         self.dismiss(label)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class LimitsScreen(ModalScreen[tuple[int, int, str] | None]):
+    """Edit a user's limits; dismiss with (requests/minute, tokens/day, models), 0 = none."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, label: str, rpm: int | None, tpd: int | None, models: str | None) -> None:
+        super().__init__()
+        self.label, self.rpm, self.tpd, self.models = label, rpm, tpd, models
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Text(f"Limits of {self.label} (empty or 0: no limit)", style="bold"))
+            yield Input(str(self.rpm or ""), placeholder="requests per minute", id="rpm",
+                        restrict=r"[0-9]*")
+            yield Input(str(self.tpd or ""), placeholder="tokens per day (midnight Pacific)",
+                        id="tpd", restrict=r"[0-9]*")
+            yield Input((self.models or "").replace("|", ", "), id="models",
+                        placeholder="allowed models, comma-separated (empty: all)")
+            yield Static("", id="problem", classes="problem")
+            yield Static(Text.from_markup("[b]enter[/b] next / save   [b]esc[/b] cancel"),
+                         classes="dialog-keys")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        order = ["rpm", "tpd", "models"]
+        if event.input.id != order[-1]:
+            self.query_one(f"#{order[order.index(event.input.id or 'rpm') + 1]}", Input).focus()
+            return
+        rpm = self.query_one("#rpm", Input).value.strip() or "0"
+        tpd = self.query_one("#tpd", Input).value.strip() or "0"
+        models = self.query_one("#models", Input).value
+        self.dismiss((int(rpm), int(tpd), "|".join(m.strip() for m in models.split(",") if m.strip())))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -13,7 +13,7 @@ from textual.widgets import Input
 from test_console_seed import USERS, request_row, seed_db
 
 from console.app import ConsoleApp
-from console.modals import AddKeyScreen, AddUserScreen, ConfirmScreen, TextScreen
+from console.modals import AddKeyScreen, AddUserScreen, ConfirmScreen, LimitsScreen, TextScreen
 from console.panes import KeysPane, LogsPane, RequestsPane, StatsPane, UsersPane
 from console.table import KeyedTable
 from proxy.store import find_key, list_keys, list_users, open_db
@@ -354,6 +354,28 @@ def test_users_add_shows_the_key_once_and_remove_asks(db_path):
             db = open_db(db_path)
             assert {u["label"] for u in list_users(db)} == set(USERS)
             db.close()
+    run(go)
+
+
+def test_users_limits_are_set_from_the_console(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5")
+            t = table(app, UsersPane)
+            await until(pilot, lambda: t.row_count == 2)
+            await pilot.press("home", "l")
+            await until(pilot, lambda: isinstance(app.screen, LimitsScreen))
+            for value in ("30", "500000", "gemini-2.5-flash, gemini-2.5-pro"):
+                await type_into(pilot, app, value)
+            await until(pilot, lambda: not isinstance(app.screen, LimitsScreen))
+            await pilot.pause(0.5)
+            db = open_db(db_path)
+            first = min(list_users(db), key=lambda u: u["id"])
+            db.close()
+            assert (first["rpm_limit"], first["tpd_limit"]) == (30, 500000)
+            assert first["allowed_models"] == "gemini-2.5-flash|gemini-2.5-pro"
+            await until(pilot, lambda: "500k" in " ".join(c.plain for c in t.get_row(str(first["id"]))))
     run(go)
 
 

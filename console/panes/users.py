@@ -9,10 +9,10 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widget import Widget
 
-from proxy.store import add_user, remove_user
+from proxy.store import add_user, remove_user, set_limits
 
 from ..fmt import count
-from ..modals import AddUserScreen, ConfirmScreen
+from ..modals import AddUserScreen, ConfirmScreen, LimitsScreen
 from ..table import Cell, Column, KeyedTable
 from .base import Job, Pane
 
@@ -52,11 +52,12 @@ class UsersPane(Pane):
     NOTES = [
         "/d: today since midnight Pacific; /7d: the last 7×24 hours.",
         "Only a hash of each user key is stored: a new key is shown once, when it is made.",
-        "Limits are set from the shell: gemini-proxy users limits LABEL --rpm N --tpd N.",
+        "Limits apply within about a second, across all workers; over one, a client gets 429.",
     ]
     BINDINGS = [
         Binding("a", "add", "Add", tooltip="add a user (the new key is shown once)"),
         Binding("r", "remove", "Remove", tooltip="remove the user (asks first)"),
+        Binding("l", "limits", "Limits", tooltip="set requests/minute, tokens/day, allowed models"),
     ]
 
     def __init__(self, *, id: str = "users") -> None:
@@ -82,7 +83,7 @@ class UsersPane(Pane):
     def show(self, users: list[dict[str, Any]]) -> None:
         self.user_rows = users
         self.table.sync([(str(u["id"]), user_cells(u)) for u in users])
-        self.set_info((f" {len(users)}", "bold"), " users", ("   a add · r remove", "dim"))
+        self.set_info((f" {len(users)}", "bold"), " users", ("   a add · l limits · r remove", "dim"))
 
     def current(self) -> dict[str, Any] | None:
         key = self.table.cursor_key
@@ -106,6 +107,22 @@ class UsersPane(Pane):
             Text("\nClients send it as X-Goog-Api-Key, ?key=, or Authorization: Bearer."),
         )
         self.host.show_text("New user key", body)
+
+    def action_limits(self) -> None:
+        u = self.current()
+        if u is None:
+            self.notify("no user selected", severity="warning")
+            return
+        if self.host.refuse("set limits"):
+            return
+
+        def chosen(limits: tuple[int, int, str] | None) -> None:
+            if limits is not None:
+                rpm, tpd, models = limits
+                self.host.act(f"limits of {u['label']}", set_limits, str(u["id"]), rpm, tpd, models)
+
+        self.app.push_screen(LimitsScreen(u["label"], u["rpm_limit"], u["tpd_limit"],
+                                          u["allowed_models"]), chosen)
 
     def action_remove(self) -> None:
         u = self.current()
