@@ -129,7 +129,8 @@ def classify(status: int, body: bytes | str | dict | list | None, *, now: float,
     message = str(error.get("message") or reason_hint or f"HTTP {status}")[:300]
     if status == 429:
         quota = " ".join(_quota_ids(error)) + " " + message
-        if "PerDay" in quota or "per day" in quota.lower():
+        # "limit: 0": this key's tier gets no quota for the model at all; no use retrying today
+        if "PerDay" in quota or "per day" in quota.lower() or "limit: 0" in quota:
             return Outcome(Kind.RATE_DAY, status, message, next_pacific_midnight(now))
         delay = retry_delay(error)
         cool = delay if delay is not None and delay > 0 else DEFAULT_MINUTE_COOLDOWN

@@ -261,3 +261,17 @@ def error_message(reply: Reply) -> str:
     """Return the upstream error message of a failed reply, for logs and the request row."""
     err = parse_error_body(reply.body)
     return str(err.get("message") or (reply.outcome.reason if reply.outcome else ""))[:500]
+
+
+def retry_after(pool: KeyPool, model: str, reply: Reply) -> float:
+    """Seconds until the pool can try `model` again, for a 429 relayed from upstream.
+
+    Google sends no Retry-After header, only RetryInfo in the body; clients (the openai
+    SDK among them) read the header.
+    """
+    choice = pool.choose(model)
+    if isinstance(choice, Cooling):
+        return choice.retry_after
+    if reply.outcome is not None and reply.outcome.cool_until:
+        return max(1.0, reply.outcome.cool_until - time.time())
+    return 1.0

@@ -35,6 +35,7 @@ def fake(fake_server: FakeUpstream) -> Iterator[FakeUpstream]:
     fake_server.reset()
     yield fake_server
     fake_server.reset()
+    fake_server.configure(latency_ms=0, chunk_delay_ms=0, chunks=4)  # tests may slow it down
 
 
 def make_settings(tmp_path: Path, upstream: str, **changes) -> Settings:

@@ -2,7 +2,6 @@
 import time
 from collections import Counter
 
-import openai
 import pytest
 import requests
 

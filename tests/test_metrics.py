@@ -1,5 +1,4 @@
 """/metrics across gunicorn workers, its access rule, /ready's reasons, cost estimates."""
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import requests

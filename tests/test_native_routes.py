@@ -3,7 +3,6 @@ import json
 import logging
 import time
 
-import requests
 
 from conftest import GOOGLE_KEYS, USER_KEY
 from proxy.store import db as store_db

@@ -1,5 +1,4 @@
 """Key rotation through the real app: cooling, retiring, retrying, never restarting a stream."""
-import json
 import time
 
 import requests

@@ -159,7 +159,8 @@ def sample(schema: Any, root: Any = None, depth: int = 0) -> Any:
         return True
     if kind == "null":
         return None
-    text = _FORMATS.get(schema.get("format", ""), "example")
+    fmt = schema.get("format")
+    text = _FORMATS.get(fmt, "example") if isinstance(fmt, str) else "example"
     min_len = _int(schema.get("minLength"), 0)
     if len(text) < min_len:
         text += "x" * (min_len - len(text))

@@ -14,7 +14,8 @@ from proxy import uploads
 from proxy.auth import presented_key
 from proxy.exchange import Exchange
 from proxy.translate.errors import gemini_error_body
-from proxy.upstream import Call, PoolUnavailable, Reply, error_message, filter_request_headers
+from proxy.upstream import (Call, PoolUnavailable, Reply, error_message, filter_request_headers,
+                            retry_after)
 from proxy.relay import Passthrough, relay_stream
 from proxy.usage import usage_from
 
@@ -125,7 +126,10 @@ def relay(ex: Exchange, reply: Reply, *, sse: bool) -> Response:
         tokens = usage_from(reply.body) if reply.status < 300 and reply.body else None
         ex.finish(reply.status, reply, tokens=tokens,
                   error_message=error_message(reply) if reply.status >= 400 else None)
-        return Response(reply.body, status=reply.status, headers=reply.headers)
+        resp = Response(reply.body, status=reply.status, headers=reply.headers)
+        if reply.status == 429 and "Retry-After" not in resp.headers:
+            resp.headers["Retry-After"] = str(math.ceil(retry_after(state().pool, ex.model, reply)))
+        return resp
     return stream_response(relay_stream(state().pool, ex, reply, Passthrough(sse)),
                            reply.status, reply.headers)
 

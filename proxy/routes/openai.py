@@ -16,19 +16,19 @@ from flask import Blueprint, Response, request
 from proxy.auth import has_gemini_key, presented_key
 from proxy.exchange import Exchange
 from proxy.images import fetch_images
-from proxy.pool import Cooling, User
+from proxy.pool import User
 from proxy.relay import relay_stream
 from proxy.routes.native import passthrough, state, stream_response
 from proxy.translate.chat import chat_request_to_gemini, gemini_to_chat_completion, image_urls_to_fetch
 from proxy.translate.chat_stream import ChatStreamTranslator
 from proxy.translate.embeddings import embeddings_request_to_gemini, gemini_to_embeddings, split_batches
-from proxy.translate.errors import (TranslationError, gemini_error_to_openai, openai_error_body,
-                                    retry_delay_seconds)
+from proxy.translate.errors import TranslationError, gemini_error_to_openai, openai_error_body
 from proxy.translate.models import gemini_model_to_openai, gemini_models_to_openai, normalise_model
 from proxy.translate.responses import gemini_to_response, responses_request_to_gemini
 from proxy.translate.responses_stream import ResponsesStreamTranslator
 from proxy.translate.sse import SSE_DONE, SSEParser, sse, sse_event
-from proxy.upstream import Call, PoolUnavailable, Reply, error_message
+from proxy.translate.tools import loads_strict
+from proxy.upstream import Call, PoolUnavailable, Reply, error_message, retry_after
 from proxy.usage import usage_from
 
 bp = Blueprint("openai", __name__)
@@ -61,7 +61,7 @@ def _authenticate() -> User | Response:
 def _body() -> dict[str, Any] | Response:
     raw = request.get_data(cache=False)
     try:
-        body = json.loads(raw) if raw else None
+        body = loads_strict(raw) if raw else None
     except ValueError as exc:
         return openai_error(400, f"The request body is not valid JSON: {exc}")
     if not isinstance(body, dict):
@@ -85,22 +85,7 @@ def _upstream_error(ex: Exchange, reply: Reply) -> Response:
         parsed = None
     status, body = gemini_error_to_openai(reply.status, parsed)
     ex.finish(reply.status, reply, error_message=error_message(reply))
-    return _json(status, body, _retry_after(ex.model, reply, parsed) if status == 429 else None)
-
-
-def _retry_after(model: str, reply: Reply, parsed: Any) -> float:
-    """Seconds until the pool can try `model` again, for a 429 relayed from upstream.
-
-    Google sends no Retry-After header, only RetryInfo in the body; OpenAI clients
-    (the openai SDK included) read the header.
-    """
-    choice = state().pool.choose(model)
-    if isinstance(choice, Cooling):
-        return choice.retry_after
-    delay = retry_delay_seconds(parsed)
-    if delay is None and reply.outcome is not None and reply.outcome.cool_until:
-        delay = reply.outcome.cool_until - time.time()
-    return delay if delay is not None and delay > 0 else 1.0
+    return _json(status, body, retry_after(state().pool, ex.model, reply) if status == 429 else None)
 
 
 def _exchange(user: User, model: str, stream: bool) -> Exchange:

@@ -12,6 +12,15 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 _JSON_START = frozenset('{["-0123456789tfn')
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_strict(text: str) -> Any:
+    """json.loads without Python's NaN/Infinity extension (Gemini refuses a body holding them)."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def check_name(name: Any, path: str) -> str:
     """Validate a function name against Gemini's rules (letter/_ first, ≤64 of [A-Za-z0-9_.:-])."""
     if not isinstance(name, str) or not name:
@@ -129,7 +138,7 @@ def parse_arguments(arguments: Any, path: str) -> dict[str, Any]:
     if not isinstance(arguments, str):
         raise fail(path, "must be a JSON string")
     try:
-        args = json.loads(arguments)
+        args = loads_strict(arguments)
     except ValueError as exc:
         raise fail(path, f"is not valid JSON ({exc})") from None
     if not isinstance(args, dict):
@@ -154,7 +163,7 @@ def response_payload(output: str) -> dict[str, Any]:
     stripped = output.lstrip()
     if stripped and stripped[0] in _JSON_START:
         try:
-            value = json.loads(output)
+            value = loads_strict(output)
         except ValueError:
             return {"result": output}
         if isinstance(value, dict):
