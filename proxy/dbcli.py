@@ -11,6 +11,15 @@ def _db_path(args: argparse.Namespace) -> str:
     return args.db or os.environ.get("PROXY_DB") or "data/keys.db"
 
 
+def _existing(args: argparse.Namespace) -> str | None:
+    """Return the database path, or say there is none there (and return None)."""
+    path = _db_path(args)
+    if os.path.exists(path):
+        return path
+    print(f"gemini-proxy: no database at {path}", file=sys.stderr)
+    return None
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from proxy.store import db as store_db, schema
 
@@ -25,9 +34,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from proxy.store import db as store_db
     from proxy.store.maintenance import backup
 
-    path = _db_path(args)
-    if not os.path.exists(path):
-        print(f"gemini-proxy: no database at {path}", file=sys.stderr)
+    path = _existing(args)
+    if path is None:
         return 2
     db = store_db.open_db(path, readonly=True)
 
@@ -50,9 +58,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from proxy.store import db as store_db
     from proxy.store.maintenance import integrity_check
 
-    path = _db_path(args)
-    if not os.path.exists(path):
-        print(f"gemini-proxy: no database at {path}", file=sys.stderr)
+    path = _existing(args)
+    if path is None:
         return 2
     try:
         problems = integrity_check(store_db.open_db(path, readonly=True))

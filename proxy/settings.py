@@ -55,22 +55,22 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+def _number(kind: Callable[[str], Any], *, zero_ok: bool) -> Callable[[str], Any]:
+    """Parse a number that must be above zero (or at least zero, with `zero_ok`)."""
     def parse(raw: str) -> Any:
         value = kind(raw)
-        if value <= 0:
-            raise ValueError("must be greater than zero")
+        if value < 0 or (value == 0 and not zero_ok):
+            raise ValueError("must not be negative" if zero_ok else "must be greater than zero")
         return value
     return parse
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    return _number(kind, zero_ok=False)
 
 
 def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(raw: str) -> Any:
-        value = kind(raw)
-        if value < 0:
-            raise ValueError("must not be negative")
-        return value
-    return parse
+    return _number(kind, zero_ok=True)
 
 
 def _log_level(raw: str) -> str:

@@ -165,10 +165,9 @@ def _run(user: User, model: str, gbody: dict[str, Any], stream: bool,
         return _json(200, answer)
 
 
-@bp.route("/v1/chat/completions", methods=["POST"])
-@bp.route("/openai/v1/chat/completions", methods=["POST"])
-@bp.route("/openai/chat/completions", methods=["POST"])
-def chat_completions() -> Response:
+def _prepare(translate: Callable[..., tuple[str, dict[str, Any], Any]], *, images: bool = False
+             ) -> tuple[User, dict[str, Any], str, dict[str, Any], Any] | Response:
+    """Authenticate, read the body and translate it; any failure as an OpenAI error."""
     user = _authenticate()
     if isinstance(user, Response):
         return user
@@ -176,15 +175,28 @@ def chat_completions() -> Response:
     if isinstance(body, Response):
         return body
     st = state()
+    extra: dict[str, Any] = {}
     try:
-        urls = image_urls_to_fetch(body)
-        images = fetch_images(st.upstream.session, urls,
-                              allow_private=st.settings.image_fetch_private) if urls else None
-        model, gbody, opts = chat_request_to_gemini(body, aliases=st.settings.model_aliases,
-                                                    fetched_images=images)
+        if images:  # http(s) image URLs are fetched here: translators do no I/O
+            urls = image_urls_to_fetch(body)
+            extra["fetched_images"] = fetch_images(
+                st.upstream.session, urls, allow_private=st.settings.image_fetch_private
+            ) if urls else None
+        model, gbody, opts = translate(body, aliases=st.settings.model_aliases, **extra)
     except TranslationError as exc:
         status, err = exc.to_openai()
         return _json(status, err)
+    return user, body, model, gbody, opts
+
+
+@bp.route("/v1/chat/completions", methods=["POST"])
+@bp.route("/openai/v1/chat/completions", methods=["POST"])
+@bp.route("/openai/chat/completions", methods=["POST"])
+def chat_completions() -> Response:
+    ready = _prepare(chat_request_to_gemini, images=True)
+    if isinstance(ready, Response):
+        return ready
+    user, body, model, gbody, opts = ready
     cid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
     shown = str(body.get("model") or model)
 
@@ -203,22 +215,10 @@ def chat_completions() -> Response:
 @bp.route("/openai/responses", methods=["POST"])
 @bp.route("/openai/v1/responses", methods=["POST"])
 def responses() -> Response:
-    user = _authenticate()
-    if isinstance(user, Response):
-        return user
-    body = _body()
-    if isinstance(body, Response):
-        return body
-    st = state()
-    try:
-        urls = image_urls_to_fetch(body)
-        images = fetch_images(st.upstream.session, urls,
-                              allow_private=st.settings.image_fetch_private) if urls else None
-        model, gbody, opts = responses_request_to_gemini(body, aliases=st.settings.model_aliases,
-                                                         fetched_images=images)
-    except TranslationError as exc:
-        status, err = exc.to_openai()
-        return _json(status, err)
+    ready = _prepare(responses_request_to_gemini, images=True)
+    if isinstance(ready, Response):
+        return ready
+    user, body, model, gbody, opts = ready
     rid, created = "resp_" + uuid.uuid4().hex[:24], int(time.time())
     shown = str(body.get("model") or model)
     stream = bool(body.get("stream"))
@@ -248,18 +248,11 @@ def responses() -> Response:
 @bp.route("/openai/v1/embeddings", methods=["POST"])
 @bp.route("/openai/embeddings", methods=["POST"])
 def embeddings() -> Response:
-    user = _authenticate()
-    if isinstance(user, Response):
-        return user
-    body = _body()
-    if isinstance(body, Response):
-        return body
+    ready = _prepare(embeddings_request_to_gemini)
+    if isinstance(ready, Response):
+        return ready
+    user, body, model, gbody, opts = ready
     st = state()
-    try:
-        model, gbody, opts = embeddings_request_to_gemini(body, aliases=st.settings.model_aliases)
-    except TranslationError as exc:
-        status, err = exc.to_openai()
-        return _json(status, err)
     ex = _exchange(user, model, False)
     refused = _refused(ex, user, model)
     if refused is not None:
