@@ -135,8 +135,14 @@ def _traffic(base: str, stop_at: float | None = None) -> None:
         time.sleep(rng.uniform(0.3, 1.5))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = False) -> int:
     """Start the fake upstream and the proxy, print how to use them, run until Ctrl-C."""
+    # SIGTERM (systemd, kill) cleans up like Ctrl-C: no orphaned proxy or fake left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     db_path = _db_for_demo(settings, explicit_db)
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     fake, fake_url = _start_fake()

@@ -36,10 +36,21 @@ def test_demo_serves_and_retires_its_keys(tmp_path):
                                   timeout=20).status_code for _ in range(6)]
         assert statuses.count(200) >= 5
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # as systemd or kill would; Ctrl-C takes the same path
         proc.wait(timeout=40)
     conn = store_db.open_db(db)
     keys = {r["value"]: r["status"] for r in conn.query("select value, status from google_keys")}
     assert keys and set(keys.values()) == {"removed"}
     users = list(conn.query("select status from users where label = 'demo'"))
     assert users == [{"status": "removed"}]
+    assert proc.returncode == 0
+    # no orphans: the proxy and the fake upstream it started are gone too
+    assert requests_refused(f"http://127.0.0.1:{port}/health")
+
+
+def requests_refused(url: str) -> bool:
+    try:
+        requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return True
+    return False
