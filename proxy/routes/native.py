@@ -71,23 +71,23 @@ def _client_params() -> list[tuple[str, str]]:
             if k not in ("key", uploads.TOKEN_PARAM)]
 
 
-def _find_pin(path: str, body: bytes | None) -> tuple[str | None, int | None]:
-    """Return (resource name, owning key id) for a file or cached content the call uses."""
+def _find_pin(path: str, body: bytes | None) -> int | None:
+    """Return the key that owns a file or cached content the call uses (None: any key)."""
     st = state()
     names = _PINNED.findall(path)
     if body and (b"files/" in body or b"cachedContents/" in body):
         for value in _PIN_FIELDS.findall(body):
             names += _PINNED.findall(value.decode("utf-8", "replace"))
     if not names:
-        return None, None
+        return None
     deadline = time.monotonic() + _PIN_WAIT
     while True:
         st.pool.sync()
         for name in names:
             if name in st.pool.pins:
-                return name, st.pool.pins[name]
+                return st.pool.pins[name]
         if time.monotonic() >= deadline:
-            return names[0], None  # not ours (or very old): any key may try
+            return None  # not ours (or very old): any key may try
         st.refresher.poke()
         time.sleep(0.05)
 
@@ -143,7 +143,7 @@ def stream_response(body: Iterator[bytes], status: int, headers: list[tuple[str,
     return resp
 
 
-def passthrough(path: str, *, dialect: str = "native") -> Response:
+def passthrough(path: str) -> Response:
     """Authenticate, pick a key, forward `path` upstream and relay the answer."""
     st = state()
     upload_token = request.args.get(uploads.TOKEN_PARAM)
@@ -173,9 +173,10 @@ def passthrough(path: str, *, dialect: str = "native") -> Response:
             return gemini_error(400, problem)
     if stream and not bearer:
         sse = request.args.get("alt") == "sse"
-    pin_name, pinned = _find_pin(path, body) if session is None else (None, session[0])
+    pinned = _find_pin(path, body) if session is None else session[0]
     log_path = path if not upload_token else path + "?upload_token=…"
-    ex = Exchange(st, user=user, dialect=dialect, method=request.method, path=log_path,
+    ex = Exchange(st, user=user, dialect="openai" if bearer else "native", method=request.method,
+                  path=log_path,
                   model=model, stream=stream)
     refusal = st.pool.admit(user, model) if user is not None else None
     if refusal is not None:
