@@ -389,6 +389,10 @@ def test_stats_cycle_range_and_group(db_path):
             await until(pilot, lambda: t.row_count == 2)  # last hour: alpha and beta
             names = {t.get_row(k)[0].plain.strip() for k in keys_of(t)}
             assert names == {"alpha", "beta"}
+            alpha = next(k for k in keys_of(t) if t.get_row(k)[0].plain.strip() == "alpha")
+            assert t.get_row(alpha)[5].plain.strip() == "0.0026"  # estimated cost, dollars
+            total = app.query_one("#spark-tokens").query_one(".spark-total").render()
+            assert "$0.0026" in str(total)
             await pilot.press("r")  # last day: gamma's old minute joins
             await until(pilot, lambda: pane.span == "day" and t.row_count == 3)
             await pilot.press("g")  # per model

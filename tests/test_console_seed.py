@@ -76,7 +76,8 @@ def seed_db(path: Path, now: float | None = None) -> dict[str, Any]:
         minute = minute_of(now)
         stats = [
             (minute, ids["alpha"], "gemini-2.5-flash", users["alice"], "native",
-             {**counters, "requests": 25, "ok": 25, "tokens_in": 300, "tokens_out": 1000}),
+             {**counters, "requests": 25, "ok": 25, "tokens_in": 300, "tokens_out": 1000,
+              "cost_micros": 2_590}),
             (minute - 1, ids["beta"], "gemini-2.5-pro", users["bob"], "native",
              {**counters, "requests": 2, "ok": 1, "rate_limited": 1, "upstream_error": 1, "tokens_in": 24,
               "tokens_out": 80}),

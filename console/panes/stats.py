@@ -19,15 +19,23 @@ from .base import Job, Pane
 
 SPANS = [("hour", "last hour by minute"), ("day", "last day by hour"), ("week", "last week by day")]
 GROUPS = [("key_id", "key"), ("model", "model"), ("user_id", "user key")]
-TREND_WIDTH = 30
+TREND_WIDTH = 23
 COLUMNS = [
     Column("name", "key", 18),
     Column("requests", "req", 7, right=True),
     Column("ok", "ok%", 5, right=True),
     Column("errors", "err", 6, right=True),
     Column("tokens", "tok", 7, right=True),
+    Column("cost", "cost $", 7, right=True),
     Column("trend", "requests over time", TREND_WIDTH),
 ]
+def dollars(amount: float) -> str:
+    """Format an estimated cost compactly (from data/prices.json; 0 without prices)."""
+    if amount >= 100:
+        return f"{amount:,.0f}"
+    return f"{amount:.2f}" if amount >= 0.01 or amount == 0 else f"{amount:.4f}"
+
+
 FAILURE_NAMES = {"rate_limited": "rate-limited", "key_dead": "key dead", "upstream_error": "upstream",
                  "client_error": "client", "rejected": "refused"}
 
@@ -140,7 +148,9 @@ class StatsPane(Pane):
         per_bucket = f"{rate:.1f}" if rate < 100 else count(rate)
         self.query_one("#spark-requests", SparkRow).set(req, Text(f"{count(n_req)} · {per_bucket}/{per}"))
         tin = sum(b[INDEX["tokens_in"]] for b in total)
-        self.query_one("#spark-tokens", SparkRow).set(tok, Text(f"{count(tin)} in {count(n_tok - tin)} out"))
+        cost = sum(b[INDEX["cost_micros"]] for b in total) / 1e6
+        self.query_one("#spark-tokens", SparkRow).set(
+            tok, Text(f"{count(tin)} in {count(n_tok - tin)} out · ${dollars(cost)}"))
         attempts = sum(b[INDEX["ok"]] for b in total) + n_err
         self.query_one("#spark-errors", SparkRow).set(
             err, Text(f"{count(n_err)} · {pct(n_err / attempts) if attempts else '—'} of tries"))
@@ -172,6 +182,7 @@ class StatsPane(Pane):
             pct(ok / (ok + err)) if ok + err else "—",
             (count(err), "red" if err else "dim"),
             count(sum(tokens(b) for b in series)),
+            dollars(sum(b[INDEX["cost_micros"]] for b in series) / 1e6),
             (spark([b[INDEX["requests"]] for b in series], TREND_WIDTH), "cyan"),
         )
 
