@@ -6,7 +6,7 @@ from typing import Any
 from .chat import ChatOptions, candidate_parts, tool_call
 from .errors import gemini_error_to_openai
 from .fields import is_int
-from .finish import block_reason, chat_finish_reason
+from .finish import chat_finish_reason, read_chunk
 from .sse import SSE_DONE, SSEParser, sse  # re-exported: the stream's framing lives here too
 from .usage import chat_usage
 
@@ -76,17 +76,11 @@ class ChatStreamTranslator:
         out: list[dict[str, Any]] = []
         if not isinstance(chunk, dict) or self._finished:
             return out
-        meta = chunk.get("usageMetadata")
-        if isinstance(meta, dict):
+        meta, blocked, candidates = read_chunk(chunk)
+        if meta is not None:
             self._usage = meta
-        if block_reason(chunk):
-            self._blocked = True
-        candidates = chunk.get("candidates")
-        if not isinstance(candidates, list):
-            return out
+        self._blocked = self._blocked or blocked
         for cand in candidates:
-            if not isinstance(cand, dict):
-                continue
             index = cand.get("index")
             index = int(index) if is_int(index) and index >= 0 else 0  # omitted when 0
             state = self._choices.get(index)

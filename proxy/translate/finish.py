@@ -38,3 +38,11 @@ def block_reason(resp: dict[str, Any]) -> str | None:
         if isinstance(reason, str) and reason and reason != "BLOCK_REASON_UNSPECIFIED":
             return reason
     return None
+
+
+def read_chunk(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool, list[dict[str, Any]]]:
+    """Return a stream chunk's usage (if any), whether the prompt was blocked, its candidates."""
+    meta = chunk.get("usageMetadata")
+    candidates = chunk.get("candidates")
+    return (meta if isinstance(meta, dict) else None, block_reason(chunk) is not None,
+            [c for c in candidates if isinstance(c, dict)] if isinstance(candidates, list) else [])

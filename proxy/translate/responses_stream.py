@@ -5,7 +5,7 @@ from typing import Any
 
 from .chat import candidate_parts
 from .fields import is_int
-from .finish import block_reason
+from .finish import read_chunk
 from .response_items import (ResponsesOptions, function_call_item, message_item, outcome,
                              output_text, reasoning_item, response_object)
 from .signatures import encode_call_id, new_id
@@ -159,17 +159,11 @@ class ResponsesStreamTranslator:
         out = self.start()
         if not isinstance(chunk, dict) or self._done:
             return out
-        meta = chunk.get("usageMetadata")
-        if isinstance(meta, dict):
+        meta, blocked, candidates = read_chunk(chunk)
+        if meta is not None:
             self._usage = meta
-        if block_reason(chunk):
-            self._blocked = True
-        candidates = chunk.get("candidates")
-        if not isinstance(candidates, list):
-            return out
+        self._blocked = self._blocked or blocked
         for cand in candidates:
-            if not isinstance(cand, dict):
-                continue
             index = cand.get("index")
             if is_int(index) and index != 0:
                 continue  # only the first candidate (index omitted when 0)
