@@ -7,6 +7,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from proxy import memory
+
 if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent patches ssl
     from proxy.pool import User
     from proxy.upstream import Reply
@@ -21,6 +23,7 @@ class Counters:
 
     inflight = 0
     served = 0
+    peak = 0  # most in flight at once since memory was last released
 
 
 def _counter(error_class: str) -> str:
@@ -61,6 +64,8 @@ class Exchange:
         self._t0 = time.monotonic()
         self.finished = False
         Counters.inflight += 1
+        if Counters.inflight > Counters.peak:
+            Counters.peak = Counters.inflight
         if sink is not None:
             sink.writer.request_started(self._row(status=None))
             if sink.metrics_on:
@@ -96,6 +101,9 @@ class Exchange:
         self.finished = True
         Counters.inflight -= 1
         Counters.served += 1
+        if Counters.inflight == 0 and Counters.peak >= memory.BURST:
+            Counters.peak = 0
+            memory.release()
         duration = time.monotonic() - self._t0
         key = reply.key if reply else None
         attempts = reply.attempts if reply else []

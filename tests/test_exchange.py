@@ -1,0 +1,35 @@
+"""Exchange bookkeeping: in-flight counts, and memory handed back after a burst."""
+from proxy import exchange, memory
+from proxy.exchange import Counters, Exchange
+
+
+def test_memory_is_released_once_a_burst_has_drained(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "release", lambda: calls.append(Counters.inflight))
+    monkeypatch.setattr(Counters, "peak", 0)
+    before = Counters.inflight
+    burst = [Exchange(None, user=None, dialect="native", method="POST", path="/x")
+             for _ in range(memory.BURST)]
+    assert Counters.inflight == before + memory.BURST
+    for ex in burst:
+        ex.finish(200)
+    assert Counters.inflight == before
+    if before == 0:
+        assert calls == [0]  # once, when nothing was left in flight
+    small = [Exchange(None, user=None, dialect="native", method="GET", path="/y") for _ in range(5)]
+    for ex in small:
+        ex.finish(200)
+    assert len(calls) <= 1  # a handful of requests is no burst
+
+
+def test_finish_is_idempotent():
+    ex = Exchange(None, user=None, dialect="openai", method="POST", path="/v1/chat/completions")
+    before = Counters.inflight
+    ex.finish(200)
+    ex.finish(500)
+    assert Counters.inflight == before - 1
+
+
+def test_release_runs_here():
+    memory.release()  # glibc's malloc_trim where present; a plain collect elsewhere
+    assert exchange.memory is memory
