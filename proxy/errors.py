@@ -20,11 +20,6 @@ class Kind(str, Enum):
     UPSTREAM = "upstream_error"
     CLIENT = "client_error"
 
-    @property
-    def counter(self) -> str:
-        """Return the stats_minute column this kind is counted in."""
-        return "rate_limited" if self is Kind.RATE_DAY else self.value
-
 
 @dataclass(frozen=True)
 class Outcome:

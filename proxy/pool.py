@@ -155,7 +155,6 @@ class KeyPool:
         self._pending: dict[str, Any] | None = None
         self._rng = rng or random.Random()
         self._clock = clock
-        self.loaded_at = 0.0
 
     # ---- snapshot from the database -------------------------------------------------
     def offer(self, view: dict[str, Any]) -> None:
@@ -211,7 +210,6 @@ class KeyPool:
         if "usage_at" in view:
             self._apply_usage(view)
         self.keys, self.cool, self.users = keys, cool, users
-        self.loaded_at = now
 
     def _apply_usage(self, view: dict[str, Any]) -> None:
         sends: dict[tuple[int, str], list[float]] = {}

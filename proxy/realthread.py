@@ -7,7 +7,6 @@ the store's writer and the pool's refresher must run on genuine OS threads.
 from __future__ import annotations
 
 import _thread
-import time
 from typing import Any, Callable
 
 try:  # gevent is a dependency, but keep the store importable without it
@@ -23,7 +22,6 @@ except ImportError:  # pragma: no cover
 
 
 real_sleep: Callable[[float], None] = _original("time", "sleep")
-real_monotonic: Callable[[], float] = time.monotonic
 _start_new_thread = _original("_thread", "start_new_thread")
 _allocate_lock = _original("_thread", "allocate_lock")
 

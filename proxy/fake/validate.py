@@ -74,9 +74,6 @@ def check_schema(schema: dict[str, Any], path: str, problems: Problems, *,
                      objects_need_properties=objects_need_properties)
 
 
-def declared_functions(req: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return every function declaration of the request, in order."""
-    return [decl for tool in req.get("tools", []) for decl in tool.get("functionDeclarations", [])]
 
 
 def check_tools(req: dict[str, Any], problems: Problems) -> None:

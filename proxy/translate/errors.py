@@ -161,15 +161,3 @@ def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None,
         return status, openai_error_body(message, "invalid_request_error", None)
     return 502, openai_error_body(message, "server_error", None)
 
-
-def openai_error_type(status: int) -> str:
-    """Return the OpenAI `error.type` conventionally paired with an HTTP status."""
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "requests"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"

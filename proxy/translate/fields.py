@@ -60,22 +60,8 @@ def expect_str(value: Any, path: str, *, nonempty: bool = False) -> str:
     return value
 
 
-def opt_str(body: dict[str, Any], key: str, path: str | None = None) -> str | None:
-    """Return body[key] if present and not null; it must be a string."""
-    value = body.get(key)
-    if value is None:
-        return None
-    return expect_str(value, path or key)
 
 
-def opt_bool(body: dict[str, Any], key: str, path: str | None = None) -> bool | None:
-    """Return body[key] if present and not null; it must be a boolean."""
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise fail(path or key, "must be a boolean")
-    return value
 
 
 def opt_number(body: dict[str, Any], key: str, lo: float, hi: float,
