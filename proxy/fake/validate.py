@@ -215,4 +215,3 @@ def file_ids(contents: list[dict[str, Any]]) -> list[str]:
 def is_external_uri(uri: str) -> bool:
     """Tell whether a fileUri points outside the Files API (YouTube links are allowed)."""
     return bool(re.match(r"^https?://(www\.)?(youtube\.com|youtu\.be)/", uri))
-

@@ -160,4 +160,3 @@ def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None,
     if 400 <= status < 500:
         return status, openai_error_body(message, "invalid_request_error", None)
     return 502, openai_error_body(message, "server_error", None)
-
