@@ -33,6 +33,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]  # the bench's helpers, and the pro
 import procs  # noqa: E402
 from profile_summary import load as load_profile, report as profile_report  # noqa: E402
 
+from proxy.settings import Settings
+
+DEFAULT_WORKERS = Settings().workers  # measure what a user gets without tuning
+
 MODEL_PATH = "/v1beta/models/gemini-2.5-flash"
 PROMPT = json.dumps({"contents": [{"role": "user", "parts": [{"text": "benchmark the proxy"}]}]})
 TARGETS = {"added_p50_ms": 1.0, "added_ttfb_ms": 1.0, "throughput_ratio": 0.90,
@@ -576,8 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concurrencies of the stream cells with gaps between chunks [1,32]")
     p.add_argument("--gap-ms", type=float, default=20, metavar="MS",
                    help="fake's delay between chunks in the gap cells [20]")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="proxy workers for the throughput cells [2]; profile and open "
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                   help=f"proxy workers for the throughput cells [{DEFAULT_WORKERS}, the proxy's "
+                   "default]; profile and open "
                         "streams always use 1")
     p.add_argument("--streams", type=int, default=1000, metavar="N",
                    help="streams held open at once on one worker (0 skips) [1000]")

@@ -86,6 +86,13 @@ def _url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _default_workers() -> int:
+    """One worker per core plus one: a burst that lands on a busy worker's hub then has
+    somewhere else to go (measured: 84-87 % of direct throughput at 32 clients on 2 cores,
+    against 75-81 % with one worker per core)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def setting(env: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
     """Declare a field read from environment variable `env`."""
     if isinstance(default, (list, dict)):
@@ -107,7 +114,8 @@ class Settings:
     log_level: str = setting("LOG_LEVEL", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.")
     db_path: str = setting("PROXY_DB", str, "data/keys.db", "SQLite database file.")
     bind: str = setting("PROXY_BIND", _bind, "127.0.0.1:5001", "HOST:PORT to listen on.")
-    workers: int = setting("PROXY_WORKERS", _positive(int), 2, "gunicorn worker processes.")
+    workers: int = setting("PROXY_WORKERS", _positive(int), _default_workers(),
+                           "gunicorn worker processes (default: cores + 1).")
     worker_connections: int = setting("PROXY_WORKER_CONNECTIONS", _positive(int), 2000,
                                       "Concurrent connections per worker (gevent).")
     upstream_url: str = setting("UPSTREAM_URL", _url, "https://generativelanguage.googleapis.com",

@@ -44,9 +44,17 @@ def test_bad_values_name_the_setting(env, value):
 def test_env_example_documents_every_setting():
     text = (Path(__file__).parent.parent / ".env.example").read_text()
     for env, _, _ in describe():
-        assert f"\n{env}=" in text, f"{env} is missing"
-        block = text.split(f"\n{env}=")[0].rsplit("\n", 1)[-1]
-        assert block.startswith("#"), f"{env} has no comment above it"
+        # set, or shown commented out where the default is computed (PROXY_WORKERS)
+        line = f"\n{env}=" if f"\n{env}=" in text else f"\n#{env}="
+        assert line in text, f"{env} is missing"
+        above = text.split(line)[0].rsplit("\n", 1)[-1]
+        assert above.startswith("#"), f"{env} has no comment above it"
+
+
+def test_default_workers_follow_the_cores():
+    import os
+
+    assert load_settings({}, dotenv=None).workers == (os.cpu_count() or 1) + 1
 
 
 def test_settings_are_frozen():
