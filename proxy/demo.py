@@ -1,6 +1,8 @@
 """`gemini-proxy demo`: the proxy against the bundled fake upstream, with demo keys and traffic."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import random
@@ -47,10 +49,19 @@ def _db_for_demo(settings: Settings, explicit: bool) -> str:
     return settings.db_path
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child when the demo dies, even by SIGKILL (no orphans)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the SIGTERM handler still cleans up
+        pass
+
+
 def _start_fake() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "proxy.fake_upstream", "--port", "0",
                              "--latency-ms", "120", "--chunks", "8", "--chunk-delay-ms", "60"],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     line = proc.stdout.readline() if proc.stdout else ""
     if "http://" not in line:
         proc.kill()
@@ -152,7 +163,7 @@ def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = Fa
                PROXY_WORKERS=str(settings.workers), PROXY_DEMO="true", LOG_LEVEL=settings.log_level)
     env.pop("GOOGLE_KEYS", None)  # real keys stay out of the demo
     proxy = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--env-file", ""],
-                             env=env)
+                             env=env, preexec_fn=_die_with_parent)
     base = f"http://{settings.bind}"
     try:
         for _ in range(100):
