@@ -221,25 +221,15 @@ def responses() -> Response:
     user, body, model, gbody, opts = ready
     rid, created = "resp_" + uuid.uuid4().hex[:24], int(time.time())
     shown = str(body.get("model") or model)
-    stream = bool(body.get("stream"))
 
     def framing() -> Translated:
+        # feed() and finish() open the response (created, in_progress) on their first call
         tr = ResponsesStreamTranslator(shown, rid, created, opts)
-        started = False
+        return Translated(lambda ev: [sse_event(*e) for e in tr.feed(ev)],
+                          lambda: [sse_event(*e) for e in tr.finish()],
+                          lambda reason: [sse_event(*tr.failed_event(reason))])
 
-        def feed(ev: dict) -> Iterable[bytes]:
-            nonlocal started
-            events = [] if started else tr.start()
-            started = True
-            return [sse_event(name, data) for name, data in (*events, *tr.feed(ev))]
-
-        def close() -> Iterable[bytes]:
-            events = [] if started else tr.start()
-            return [sse_event(name, data) for name, data in (*events, *tr.finish())]
-
-        return Translated(feed, close, lambda reason: [sse_event(*tr.failed_event(reason))])
-
-    return _run(user, model, gbody, stream,
+    return _run(user, model, gbody, opts.stream,
                 lambda resp: gemini_to_response(resp, model=shown, response_id=rid,
                                                 created=created, options=opts), framing)
 
