@@ -18,6 +18,7 @@ from textual.widgets import Input, Static
 
 from ..filters import ParsedFilter, parse
 from ..reads import Reader
+from ..table import Column, KeyedTable
 
 if TYPE_CHECKING:
     from ..app import ConsoleApp
@@ -54,6 +55,7 @@ class Pane(Vertical):
     TITLE: ClassVar[str] = ""
     FILTER_HINT: ClassVar[str] = ""  # non-empty: the pane has a `/` filter with this syntax
     NOTES: ClassVar[list[str]] = []  # extra lines for the `?` help
+    TABLE_COLUMNS: ClassVar[list[Column]] = []  # the pane's main table
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id, classes="pane")
@@ -72,12 +74,26 @@ class Pane(Vertical):
             yield FilterInput(placeholder=self.FILTER_HINT, classes="filter")
 
     def body(self) -> Iterable[Widget]:
-        """Yield the pane's main widgets."""
+        """Yield the pane's widgets: the table, with whatever goes above and below it."""
+        yield from self.above_table()
+        yield KeyedTable(self.TABLE_COLUMNS, id=f"{self.id}-table")
+        yield from self.below_table()
+
+    def above_table(self) -> Iterable[Widget]:
+        """Yield widgets shown above the table (none by default)."""
         return ()
 
+    def below_table(self) -> Iterable[Widget]:
+        """Yield widgets shown below the table (none by default)."""
+        return ()
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
     def main_widget(self) -> Widget:
-        """Return the widget that takes focus when the pane is shown."""
-        return self
+        """Return the widget that takes focus when the pane is shown: the table."""
+        return self.table
 
     def job(self) -> Job | None:
         """Return what to read on this tick (None: nothing this time)."""

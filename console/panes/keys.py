@@ -14,7 +14,7 @@ from proxy.store import add_key, disable_key, enable_key, remove_key, reset_key
 from ..fmt import ago, count, pct, span
 from ..modals import AddKeyScreen, ConfirmScreen
 from ..probe import ProbeResult
-from ..table import Cell, Column, KeyedTable
+from ..table import Cell, Column
 from .base import Job, Pane
 
 COLUMNS = [
@@ -76,6 +76,7 @@ class KeysPane(Pane):
     """Show the pool; act on the key under the cursor."""
 
     TITLE = "Keys"
+    TABLE_COLUMNS = COLUMNS
     NOTES = [
         "req, tok: today (since midnight Pacific, when Google's daily quotas reset);",
         "ok%: successes against rate limits, dead-key and upstream failures, last 15 minutes.",
@@ -103,16 +104,8 @@ class KeysPane(Pane):
         self.probing: set[int] = set()
         self.now = time.time()
 
-    def body(self) -> Iterable[Widget]:
-        yield KeyedTable(COLUMNS, id="keys-table")
+    def below_table(self) -> Iterable[Widget]:
         yield Static("", id="key-detail")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one(KeyedTable)
-
-    def main_widget(self) -> Widget:
-        return self.table
 
     def on_mount(self) -> None:
         self.table.mark_column(self.sort_column, "▼" if self.descending else "▲")

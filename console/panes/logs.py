@@ -1,10 +1,9 @@
 """Logs: the event log as a tail, oldest at the top, following new events unless scrolled back."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 from textual.binding import Binding
-from textual.widget import Widget
 from textual.widgets import DataTable
 
 from proxy.store.views import EVENT_LIMIT
@@ -12,7 +11,7 @@ from proxy.store.views import EVENT_LIMIT
 from ..detail import event_view
 from ..filters import EVENT_HINT
 from ..fmt import clock, status_style
-from ..table import Cell, Column, KeyedTable
+from ..table import Cell, Column
 from .base import Job, Pane
 
 COLUMNS = [
@@ -43,6 +42,7 @@ class LogsPane(Pane):
     """Show the newest events; `/` filters by level, status and text; enter opens one."""
 
     TITLE = "Logs"
+    TABLE_COLUMNS = COLUMNS
     FILTER_HINT = EVENT_HINT
     NOTES = [
         "Filter words: level:warning (that level and worse), status:429|5xx|400-499;",
@@ -60,16 +60,6 @@ class LogsPane(Pane):
         super().__init__(id=id)
         self.entries: dict[int, dict[str, Any]] = {}
         self.last_id: int | None = None
-
-    def body(self) -> Iterable[Widget]:
-        yield KeyedTable(COLUMNS, id="logs-table")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one(KeyedTable)
-
-    def main_widget(self) -> Widget:
-        return self.table
 
     def on_mount(self) -> None:
         self.describe()

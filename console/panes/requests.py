@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any
 
 from textual.binding import Binding
-from textual.widget import Widget
 from textual.widgets import DataTable
 
 from proxy.store.views import IN_FLIGHT_WINDOW, LIST_LIMIT
 
 from ..filters import REQUEST_HINT
 from ..fmt import clock, count, ms, status_style
-from ..table import Cell, Column, KeyedTable
+from ..table import Cell, Column
 from .base import Job, Pane
 
 COLUMNS = [
@@ -69,6 +68,7 @@ class RequestsPane(Pane):
     """Show the newest requests; enter opens one, `/` filters, `p` pauses the tail."""
 
     TITLE = "Requests"
+    TABLE_COLUMNS = COLUMNS
     FILTER_HINT = REQUEST_HINT
     NOTES = [
         "Filter words: model:NAME key:LABEL|…TAIL|ID user:LABEL status:429|4xx|500-599|ok|err|live;",
@@ -88,16 +88,6 @@ class RequestsPane(Pane):
         self.paused = False
         self.row_total = 0
         self.flying = 0
-
-    def body(self) -> Iterable[Widget]:
-        yield KeyedTable(COLUMNS, id="requests-table")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one(KeyedTable)
-
-    def main_widget(self) -> Widget:
-        return self.table
 
     def on_mount(self) -> None:
         self.describe()

@@ -14,7 +14,7 @@ from proxy.store.rollup import INDEX
 
 from ..fmt import clock, count, pct, spark
 from ..reads import FAILURES, StatsData, failures, tokens
-from ..table import Cell, Column, KeyedTable
+from ..table import Cell, Column
 from .base import Job, Pane
 
 SPANS = [("hour", "last hour by minute"), ("day", "last day by hour"), ("week", "last week by day")]
@@ -80,6 +80,7 @@ class StatsPane(Pane):
     """Show one time span, grouped one way; `r` cycles the span, `g` the grouping."""
 
     TITLE = "Stats"
+    TABLE_COLUMNS = COLUMNS
     NOTES = [
         "Counts come from the per-minute buckets the proxy keeps (they outlive pruned requests).",
         "err counts failed upstream attempts, so one request retried on three keys can add three.",
@@ -96,19 +97,11 @@ class StatsPane(Pane):
         self.group_index = 0
         self.reading = True
 
-    def body(self) -> Iterable[Widget]:
+    def above_table(self) -> Iterable[Widget]:
         yield SparkRow("requests", "bold cyan", id="spark-requests")
         yield SparkRow("tokens", "bold green", id="spark-tokens")
         yield SparkRow("errors", "bold red", id="spark-errors")
         yield Static("", id="breakdown")
-        yield KeyedTable(COLUMNS, id="stats-table")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one(KeyedTable)
-
-    def main_widget(self) -> Widget:
-        return self.table
 
     @property
     def span(self) -> str:

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any
 
 from rich.console import Group
 from rich.text import Text
 from textual.binding import Binding
-from textual.widget import Widget
 
 from proxy.store import add_user, remove_user, set_limits
 
 from ..fmt import count
 from ..modals import AddUserScreen, ConfirmScreen, LimitsScreen
-from ..table import Cell, Column, KeyedTable
+from ..table import Cell, Column
 from .base import Job, Pane
 
 COLUMNS = [
@@ -49,6 +48,7 @@ class UsersPane(Pane):
     """Show user keys (masked); add one (its key is shown once) or remove one."""
 
     TITLE = "Users"
+    TABLE_COLUMNS = COLUMNS
     NOTES = [
         "/d: today since midnight Pacific; /7d: the last 7×24 hours.",
         "Only a hash of each user key is stored: a new key is shown once, when it is made.",
@@ -63,16 +63,6 @@ class UsersPane(Pane):
     def __init__(self, *, id: str = "users") -> None:
         super().__init__(id=id)
         self.user_rows: list[dict[str, Any]] = []
-
-    def body(self) -> Iterable[Widget]:
-        yield KeyedTable(COLUMNS, id="users-table")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one(KeyedTable)
-
-    def main_widget(self) -> Widget:
-        return self.table
 
     def on_mount(self) -> None:
         self.set_info((" reading users…", "dim"))
