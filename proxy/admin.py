@@ -34,6 +34,7 @@ from .store import (
     set_limits,
 )
 from .store.keys import set_rpm_cap
+from .humanize import count, span
 from .store.util import mask_key
 
 DEFAULT_DB = "data/keys.db"
@@ -274,9 +275,9 @@ def _keys_list(db: Database, args: argparse.Namespace) -> int:
     rows = [
         [
             str(k["id"]), k["masked"], k["label"] or "", k["status"],
-            ", ".join(f"{c['model']} {_duration(c['cool_until'] - ts)}" for c in k["cooldowns"]) or "-",
+            ", ".join(f"{c['model']} {span(c['cool_until'] - ts)}" for c in k["cooldowns"]) or "-",
             "-" if k["success_rate"] is None else f"{k['success_rate']:.0%}",
-            _compact(k["requests_today"]), _compact(k["tokens_today"]),
+            count(k["requests_today"]), count(k["tokens_today"]),
             k["invalid_reason"] or "",
         ]
         for k in keys
@@ -328,8 +329,8 @@ def _users_list(db: Database, args: argparse.Namespace) -> int:
         [
             str(u["id"]), u["label"], u["masked"] or "", u["status"] or "",
             _or_none(u["rpm_limit"]), _or_none(u["tpd_limit"]), "|".join(u["models"]) or "any",
-            _compact(u["requests_today"]), _compact(u["tokens_today"]),
-            _compact(u["requests_7d"]), _compact(u["tokens_7d"]),
+            count(u["requests_today"]), count(u["tokens_today"]),
+            count(u["requests_7d"]), count(u["tokens_7d"]),
         ]
         for u in users
     ]
@@ -370,25 +371,8 @@ def _table(headers: list[str], rows: Iterable[list[str]], right: set[int] = froz
         print(line(row))
 
 
-def _duration(seconds: float) -> str:
-    """Format a time left as 45s, 3m12s, 2h05m or 1d03h."""
-    s = max(0, int(seconds + 0.5))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _compact(n: int | None) -> str:
-    """Format a count briefly: 950, 12.3k, 4.5M."""
-    n = n or 0
-    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
-        if n >= size:
-            return f"{n / size:.1f}{suffix}"
-    return str(n)
 
 
 def _or_none(value: int | None) -> str:
