@@ -176,4 +176,6 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return dialect_error(500, f"The proxy failed to handle this request ({type(exc).__name__}).")
+        return dialect_error(500, f"The proxy failed to handle this request ({type(exc).__name__}); "
+                                  "the traceback is in the proxy's log. Retrying may work; if it "
+                                  "keeps failing, report it with that log line.")

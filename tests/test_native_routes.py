@@ -164,3 +164,22 @@ def test_upstream_timeout_is_retried_then_reported(app_factory, fake):
     r = client.post(MODEL + ":generateContent", json=BODY, headers=H)
     assert r.status_code == 504
     assert "Timeout" in r.get_json()["error"]["message"]
+
+
+def test_an_unexpected_failure_is_a_clear_500_in_each_dialect_and_is_recorded(app, client, fake):
+    st = app.extensions["proxy"]
+
+    def broken(call):
+        raise RuntimeError("boom")
+
+    st.upstream.open = broken
+    native = client.post(MODEL + ":generateContent", json=BODY, headers=H)
+    assert native.status_code == 500
+    err = native.get_json()["error"]
+    assert err["status"] == "INTERNAL" and "proxy's log" in err["message"]
+    oai = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {USER_KEY}"},
+                      json={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}]})
+    assert oai.status_code == 500
+    assert oai.get_json()["error"]["type"] == "server_error"
+    rows = list(flushed_db(app).query("select status, error_class from requests"))
+    assert rows == [{"status": 500, "error_class": "proxy_error"}] * 2

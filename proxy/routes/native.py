@@ -149,7 +149,8 @@ def passthrough(path: str) -> Response:
     upload_token = request.args.get(uploads.TOKEN_PARAM)
     session = uploads.verify(st.secret, upload_token) if upload_token else None
     if upload_token and session is None:
-        return gemini_error(401, "Upload session token is not valid for this proxy.")
+        return gemini_error(401, "This upload URL was not issued by this proxy (or was altered); "
+                                 "start the upload again to get a new one.")
     user = None
     if session is None:
         user = st.pool.authenticate(presented_key(request.headers, request.args))
