@@ -153,6 +153,7 @@ class Exchange:
         m = _metrics()
         m.INFLIGHT.dec()
         m.WRITER_QUEUE.set(writer.depth)
+        m.WRITER_DROPPED.set(writer.dropped)
         model, user = self.model or "-", self.user.label if self.user else "-"
         m.child(m.REQUESTS, self.dialect, model, f"{status // 100}xx").inc()
         for a in attempts:

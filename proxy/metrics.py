@@ -35,6 +35,9 @@ COOLDOWNS = Gauge("gemini_proxy_cooldowns_active", "(key, model) pairs resting n
                   multiprocess_mode="livemostrecent")
 WRITER_QUEUE = Gauge("gemini_proxy_writer_queue_depth", "Writes waiting for the batched writer.",
                      multiprocess_mode="livesum")
+WRITER_DROPPED = Gauge("gemini_proxy_writer_dropped_ops", "Writes the batched writer gave up on "
+                       "since start (bad data, or a full queue while the database failed).",
+                       multiprocess_mode="livesum")
 INFLIGHT = Gauge("gemini_proxy_requests_in_flight", "Requests in flight (streams until done).",
                  multiprocess_mode="livesum")
 

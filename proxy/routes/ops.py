@@ -28,12 +28,14 @@ def ready() -> ResponseReturnValue:
     problem = None
     if not writer.alive:
         problem = "the database writer has stopped"
+    elif writer.failing:
+        problem = f"the database is not writable: {writer.last_error}"
     elif writer.depth and time.time() - writer.last_commit > WRITER_STALL:
         problem = f"the database is not writable: {writer.last_error or 'no commit for a while'}"
     elif keys["usable"] == 0:
         problem = "no usable Google key"
     body = {"status": "unavailable" if problem else "ready", "keys": keys,
-            "writer_queue": writer.depth}
+            "writer_queue": writer.depth, "writer_dropped": writer.dropped}
     if problem:
         body["reason"] = problem
         return jsonify(body), 503
@@ -65,5 +67,6 @@ def metrics() -> ResponseReturnValue:
         m.KEYS.labels(state).set(count)
     m.COOLDOWNS.set(st.pool.cooling_pairs())
     m.WRITER_QUEUE.set(st.writer.depth)
+    m.WRITER_DROPPED.set(st.writer.dropped)
     body, content_type = m.render()
     return Response(body, content_type=content_type)

@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
 _LOCK_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
+# A database that cannot take writes (disk full, read-only, I/O error) is retried this often.
+_FAILING_BACKOFF = (0.25, 0.5, 1.0, 2.0, 5.0)
+MAX_QUEUE = 100_000  # ops kept while the database cannot take them; the oldest go beyond it
+# SQLite result codes that say the database cannot take a write now, not that the write is bad.
+_UNAVAILABLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+                          sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL})
 # Index of each outcome's counter in a STATS_COUNTERS-ordered list.
 _OUTCOME_INDEX = {name: STATS_COUNTERS.index(name) for name in OUTCOMES}
 HOUSEKEEPING_EVERY = 30.0  # seconds between retention passes when there is nothing to prune
@@ -116,6 +122,7 @@ class Writer:
         *,
         interval: float = 0.15,
         max_batch: int = 5000,
+        max_queue: int = MAX_QUEUE,
         heartbeat: Callable[[], dict[str, Any]] | None = None,
         housekeeping: Callable[[Database], int] | None = None,
     ) -> None:
@@ -125,6 +132,7 @@ class Writer:
         self._next_housekeeping = 0.0
         self.interval = interval
         self.max_batch = max_batch
+        self.max_queue = max_queue
         self._heartbeat = heartbeat
         self._queue: deque[tuple[Any, ...]] = deque()
         self._db: Database | None = None
@@ -137,6 +145,9 @@ class Writer:
         self._warned_fields: set[str] = set()
         self.last_commit = now()  # when a batch last reached the database (for /ready)
         self.last_error: str | None = None
+        self.failing_since: float | None = None  # set while the database refuses writes
+        self.dropped = 0  # ops given up on: bad data, or beyond max_queue while failing
+        self._give_up_at: float | None = None  # set by close(): stop retrying a failing database
         # Held while idle; releasing it wakes the thread before its interval is up.
         self._wake = realthread.lock()
         self._wake.acquire()
@@ -171,6 +182,11 @@ class Writer:
         return self._running
 
     @property
+    def failing(self) -> bool:
+        """Whether the last write failed because the database cannot take writes now."""
+        return self.failing_since is not None
+
+    @property
     def depth(self) -> int:
         """Return how many ops are waiting to be written."""
         return len(self._queue)
@@ -196,6 +212,7 @@ class Writer:
             if not self._queue:
                 return
             self.start()
+        self._give_up_at = time.monotonic() + max(0.0, timeout - 0.5)
         self._closing = True
         self._poke()
         if not _wait(self._done, timeout):
@@ -334,35 +351,90 @@ class Writer:
         return row
 
     def _write(self, batch: list[tuple[Any, ...]], beat: dict[str, Any] | None) -> None:
-        """Commit one batch: retry while the database is locked; if it fails otherwise, drop only the bad ops."""
+        """Commit one batch, losing as little as possible.
+
+        Locked: retry shortly. Unable to write at all (disk full, read-only, I/O error):
+        keep the batch and everything queued behind it, retry with backoff and report the
+        writer as failing until a write succeeds. Anything else: redo the batch op by op
+        and drop only the ops that fail.
+        """
         careful = False
         attempt = 0
         while True:
             try:
                 self._commit(batch, beat, careful=careful)
-                self.last_commit, self.last_error = now(), None
+                self._committed()
                 break
             except sqlite3.OperationalError as exc:
                 self.last_error = str(exc)
-                if not _is_locked(exc):
-                    if careful:
-                        log.exception("store writer: batch of %d ops could not be committed; dropped", len(batch))
+                if _is_locked(exc) or _is_unavailable(exc):
+                    if self._past_give_up():
+                        self._drop(len(batch) + self._trim(0), f"still failing at stop: {exc}")
                         break
-                    careful = True
+                    if _is_unavailable(exc):
+                        self._fail(exc, len(batch))
+                        dropped = self._trim(max(0, self.max_queue - len(batch)))
+                        self._drop(dropped, f"more than {self.max_queue} ops waiting")
+                        delay = _FAILING_BACKOFF[min(attempt, len(_FAILING_BACKOFF) - 1)]
+                    else:
+                        delay = _LOCK_BACKOFF[min(attempt, len(_LOCK_BACKOFF) - 1)]
+                        log.warning("store writer: database locked, retrying %d ops in %.2fs",
+                                    len(batch), delay)
+                    attempt += 1
+                    self._sleep(delay)
                     continue
-                delay = _LOCK_BACKOFF[min(attempt, len(_LOCK_BACKOFF) - 1)]
-                attempt += 1
-                log.warning("store writer: database locked, retrying %d ops in %.2fs", len(batch), delay)
-                realthread.real_sleep(delay)
-            except Exception:
                 if careful:
-                    log.exception("store writer: batch of %d ops could not be committed; dropped", len(batch))
+                    self._drop(len(batch), f"batch could not be committed: {exc}")
+                    break
+                careful = True
+            except Exception as exc:
+                if careful:
+                    self._drop(len(batch), f"batch could not be committed: {exc}")
                     break
                 # Something in the batch is bad: redo it op by op to find and drop just that.
                 careful = True
         for op in batch:
             if op[0] == "flush":
                 op[1].done.release()
+
+    def _committed(self) -> None:
+        if self.failing_since is not None:
+            log.warning("store writer: writing again after %.0fs of failures (%d ops dropped "
+                        "so far)", now() - self.failing_since, self.dropped)
+        self.last_commit, self.last_error, self.failing_since = now(), None, None
+
+    def _fail(self, exc: Exception, held: int) -> None:
+        """Note that the database refuses writes; one log line when it starts, not per retry."""
+        if self.failing_since is None:
+            self.failing_since = now()
+            log.error("store writer: the database cannot take writes (%s); keeping %d ops and "
+                      "retrying", exc, held + len(self._queue))
+
+    def _sleep(self, delay: float) -> None:
+        """Sleep between retries, but not past the deadline close() set."""
+        if self._give_up_at is not None:
+            delay = min(delay, max(0.0, self._give_up_at - time.monotonic()))
+        realthread.real_sleep(delay)
+
+    def _past_give_up(self) -> bool:
+        return self._give_up_at is not None and time.monotonic() >= self._give_up_at
+
+    def _trim(self, keep: int) -> int:
+        """Drop the oldest queued ops beyond `keep` (flush markers are released, not counted)."""
+        dropped = 0
+        while len(self._queue) > keep:
+            op = self._queue.popleft()
+            if op[0] == "flush":
+                op[1].done.release()
+            else:
+                dropped += 1
+        return dropped
+
+    def _drop(self, count: int, why: str) -> None:
+        """Count ops given up on, with one log line for the lot."""
+        if count:
+            self.dropped += count
+            log.error("store writer: dropped %d ops (%d in all): %s", count, self.dropped, why)
 
     def _commit(self, batch: list[tuple[Any, ...]], beat: dict[str, Any] | None, *, careful: bool) -> None:
         assert self._db is not None
@@ -390,7 +462,7 @@ class Writer:
         try:
             conn.execute(_SQL_WORKER, beat)
         except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
+            if _is_locked(exc) or _is_unavailable(exc):
                 raise
             log.error("store writer: heartbeat not written: %s", exc)
             conn.execute("ROLLBACK TO beat")
@@ -406,7 +478,7 @@ class Writer:
             try:
                 self._apply(conn, [op])
             except sqlite3.OperationalError as exc:
-                if _is_locked(exc):
+                if _is_locked(exc) or _is_unavailable(exc):
                     raise
                 dropped += 1
                 _log_bad_op(op, exc, dropped)
@@ -417,6 +489,7 @@ class Writer:
                 conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
         if dropped:
+            self.dropped += dropped
             log.error("store writer: dropped %d bad ops of %d", dropped, len(batch))
 
     def _apply(self, conn: sqlite3.Connection, ops: Iterable[tuple[Any, ...]]) -> None:
@@ -542,6 +615,15 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def _is_unavailable(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused because it cannot write now (full, read-only, I/O), not the data."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _UNAVAILABLE
+    text = str(exc).lower()
+    return any(w in text for w in ("disk is full", "readonly", "read-only", "disk i/o", "unable to open"))
 
 
 def _log_bad_op(op: tuple[Any, ...], exc: Exception, count: int) -> None:
