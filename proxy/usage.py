@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from proxy.translate.usage import token_counts
+
 _MARK = b'"usageMetadata"'
 _TAIL = 16384
 _decoder = json.JSONDecoder()
@@ -11,8 +13,10 @@ _decoder = json.JSONDecoder()
 def usage_from(data: bytes) -> tuple[int, int] | None:
     """Return (tokens in, tokens out) from the last `usageMetadata` object in `data`.
 
-    Gemini repeats cumulative usage on every chunk, so the last one is the total. Tokens
-    out count the thinking too: Google bills thoughts as output.
+    Gemini repeats cumulative usage on every chunk, so the last one is the total. The
+    counting rules (tool-use prompt tokens are input, thoughts are output) are those of
+    `token_counts`, the one reader of usageMetadata that rows, limits, cost and the OpenAI
+    usage objects all share.
     """
     at = data.rfind(_MARK)
     if at < 0:
@@ -26,8 +30,7 @@ def usage_from(data: bytes) -> tuple[int, int] | None:
         return None
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("promptTokenCount") or 0)
-    out = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
+    prompt, out, _, _, _ = token_counts(usage)
     return prompt, out
 
 

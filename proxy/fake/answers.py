@@ -208,6 +208,7 @@ class Answer:
     finish: str = "STOP"
     blocked: bool = False
     cached_tokens: int = 0
+    tool_use_tokens: int = 0  # what Google's own tools (search, code execution) read
     candidate_count: int = 1
     response_id: str = field(default_factory=lambda: new_id(17))
 
@@ -227,7 +228,9 @@ class Answer:
         usage: dict[str, Any] = {"promptTokenCount": self.prompt_tokens}
         if not self.blocked:
             usage["candidatesTokenCount"] = cand
-        usage["totalTokenCount"] = self.prompt_tokens + cand + thought
+        usage["totalTokenCount"] = self.prompt_tokens + self.tool_use_tokens + cand + thought
+        if self.tool_use_tokens:
+            usage["toolUsePromptTokenCount"] = self.tool_use_tokens
         if self.cached_tokens:
             usage["cachedContentTokenCount"] = self.cached_tokens
         usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.prompt_tokens}]
@@ -312,6 +315,16 @@ def _params_schema(decl: dict[str, Any]) -> Any:
     return decl.get("parametersJsonSchema", {"type": "object", "properties": {}})
 
 
+TOOL_USE_TOKENS = 40  # tokens Google's own tools add to the prompt (search results, code output)
+_SERVER_TOOLS = ("googleSearch", "google_search", "googleSearchRetrieval", "codeExecution",
+                 "code_execution", "urlContext", "url_context")
+
+
+def _server_tools(tools: list[dict[str, Any]]) -> bool:
+    """Whether the request uses a tool Google runs itself (it reports toolUsePromptTokenCount)."""
+    return any(name in tool for tool in tools if isinstance(tool, dict) for name in _SERVER_TOOLS)
+
+
 def generate(req: dict[str, Any], model_id: str, *, cached: dict[str, Any] | None = None) -> Answer:
     """Answer a parsed, checked GenerateContentRequest deterministically.
 
@@ -330,6 +343,7 @@ def generate(req: dict[str, Any], model_id: str, *, cached: dict[str, Any] | Non
         tool_config = cached.get("toolConfig", {})
     cfg = req.get("generationConfig", {})
     answer = Answer(model=model_id, prompt_tokens=prompt, cached_tokens=cached_tokens,
+                    tool_use_tokens=TOOL_USE_TOKENS if _server_tools(tools) else 0,
                     candidate_count=cfg.get("candidateCount", 1) or 1)
     if _is_blocked(contents):
         answer.blocked = True

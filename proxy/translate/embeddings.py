@@ -10,6 +10,7 @@ from typing import Any
 from .errors import TranslationError
 from .fields import fail, is_number, opt_int
 from .models import normalise_model
+from .usage import token_counts
 
 MAX_BATCH = 100  # batchEmbedContents refuses more requests than this in one call
 
@@ -117,6 +118,6 @@ def gemini_to_embeddings(resp: dict[str, Any], *, model: str,
     tokens = options.estimated_tokens
     meta = resp.get("usageMetadata")
     if isinstance(meta, dict) and is_number(meta.get("promptTokenCount")):
-        tokens = int(meta["promptTokenCount"])
+        tokens = token_counts(meta)[0]
     return {"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
