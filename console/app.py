@@ -347,14 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console; exit 2 with one line on stderr when the database cannot be used."""
     args = build_parser().parse_args(argv)
-    from proxy.settings import SettingsError, load_settings
+    from proxy.settings import load_or_exit
 
-    try:
-        settings = load_settings(overrides={"PROXY_DB": args.db, "UPSTREAM_URL": args.upstream},
-                                 dotenv=args.env_file or None)
-    except SettingsError as exc:
-        print(f"gemini-console: {exc}", file=sys.stderr)
-        return 2
+    settings = load_or_exit("gemini-console", {"PROXY_DB": args.db, "UPSTREAM_URL": args.upstream},
+                            args.env_file)
     try:
         check_db(settings.db_path)
     except StoreError as exc:

@@ -1,15 +1,16 @@
 """The `gemini-proxy keys …` and `gemini-proxy users …` commands.
 
-The main CLI builds its parser and calls `add_parsers(subparsers, db_option)`; each leaf command
-sets `func`, a handler taking the parsed args and returning the exit code. Every command
-migrates the database first, so it works on a fresh path. Google keys are only ever printed
-masked; a generated user key is printed once, when it is created.
+The main CLI builds its parser and calls `add_parsers(subparsers)`; each leaf command sets
+`func`, a handler taking the parsed args and returning the exit code. The database comes from
+the same settings loader `serve` uses (--db, else PROXY_DB from the environment or .env);
+a command never creates one, so a typo or the wrong folder cannot leave the operator working
+on an empty pool the proxy never reads. Google keys are only ever printed masked; a generated
+user key is printed once, when it is created.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -35,41 +36,33 @@ from .store import (
 )
 from .store.keys import set_rpm_cap
 from .humanize import count, span
+from .settings import Settings, load_or_exit
 from .store.util import mask_key
 
-DEFAULT_DB = "data/keys.db"
 EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
-DbOption = argparse.ArgumentParser | Callable[[argparse.ArgumentParser], Any] | None
 
 
 def db_path(args: argparse.Namespace) -> str:
-    """Return the database path: --db, else $PROXY_DB, else data/keys.db."""
-    return getattr(args, "db", None) or os.environ.get("PROXY_DB") or DEFAULT_DB
+    """Return the database path exactly as `serve` would resolve it (--db, PROXY_DB, .env)."""
+    return load_or_exit("gemini-proxy", {"PROXY_DB": getattr(args, "db", None)},
+                        getattr(args, "env_file", ".env")).db_path
 
 
-def db_parent() -> argparse.ArgumentParser:
-    """Return a parent parser holding the --db option every store command accepts."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--db",
-        metavar="PATH",
-        default=None,
-        help=f"SQLite database (default: $PROXY_DB, else {DEFAULT_DB})",
-    )
-    return parent
+def add_db_options(parser: argparse.ArgumentParser) -> None:
+    """Add --db and --env-file, which every store command accepts."""
+    parser.add_argument("--db", metavar="PATH", default=None,
+                        help="SQLite database (default: PROXY_DB from the environment or .env, "
+                             f"else {Settings.db_path})")
+    parser.add_argument("--env-file", default=".env", metavar="PATH",
+                        help="settings file to read if present (default: .env)")
 
 
-def add_parsers(subparsers: argparse._SubParsersAction, db_option: DbOption = None) -> None:
-    """Add the `keys` and `users` command families to the main CLI's subparsers.
-
-    `db_option` says how leaf commands get --db: a parent parser that defines it, a function
-    that adds it to a parser, or None for this module's own `db_parent()`.
-    """
-    leaf = _leaf_factory(db_option)
-    _add_keys(subparsers, leaf)
-    _add_users(subparsers, leaf)
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `keys` and `users` command families to the main CLI's subparsers."""
+    _add_keys(subparsers)
+    _add_users(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,24 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- parser construction ---------------------------------------------------------------------
 
-LeafFactory = Callable[..., argparse.ArgumentParser]
-
-
-def _leaf_factory(db_option: DbOption) -> LeafFactory:
-    """Return a function adding a leaf command parser that accepts --db."""
-    if db_option is None:
-        db_option = db_parent()
-
-    def leaf(group: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        if isinstance(db_option, argparse.ArgumentParser):
-            parser = group.add_parser(name, parents=[db_option], **kwargs)
-        else:
-            parser = group.add_parser(name, **kwargs)
-            db_option(parser)
-        return parser
-
-    return leaf
+def leaf(group: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """Add a leaf command parser that accepts the database options."""
+    kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    parser = group.add_parser(name, **kwargs)
+    add_db_options(parser)
+    return parser
 
 
 def _family(subparsers: argparse._SubParsersAction, name: str, help: str, description: str) -> argparse._SubParsersAction:
@@ -117,7 +98,7 @@ def _family(subparsers: argparse._SubParsersAction, name: str, help: str, descri
     return group
 
 
-def _add_keys(subparsers: argparse._SubParsersAction, leaf: LeafFactory) -> None:
+def _add_keys(subparsers: argparse._SubParsersAction) -> None:
     group = _family(
         subparsers, "keys", "manage the pool of Google keys",
         "Add, list, enable, disable, remove and reset the Google AI Studio keys the proxy "
@@ -164,7 +145,7 @@ def _add_keys(subparsers: argparse._SubParsersAction, leaf: LeafFactory) -> None
     p.set_defaults(func=_command(_keys_cap))
 
 
-def _add_users(subparsers: argparse._SubParsersAction, leaf: LeafFactory) -> None:
+def _add_users(subparsers: argparse._SubParsersAction) -> None:
     group = _family(
         subparsers, "users", "manage user keys (who may call the proxy)",
         "Clients authenticate to the proxy with a user key; the database keeps only its "
@@ -220,12 +201,12 @@ def _limit(text: str) -> int:
 # -- running commands -----------------------------------------------------------------------
 
 def _command(body: Callable[[Database, argparse.Namespace], int | None]) -> Handler:
-    """Wrap a command body: open and migrate the database, turn store errors into one line."""
+    """Wrap a command body: open the existing database, turn store errors into one line."""
 
     def handler(args: argparse.Namespace) -> int:
         path = db_path(args)
         try:
-            db = open_db(path)
+            db = open_db(path, create=False)
             try:
                 migrate(db)
                 return body(db, args) or 0

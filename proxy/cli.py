@@ -6,7 +6,7 @@ import sys
 from typing import Any, Sequence
 
 from proxy import __version__
-from proxy.settings import Settings, SettingsError, describe, load_settings
+from proxy.settings import describe, load_or_exit
 
 DESCRIPTION = """\
 A pool of Google AI Studio keys behind one endpoint that speaks the native Gemini API
@@ -21,15 +21,6 @@ def _settings_epilog() -> str:
     return "\n".join(lines)
 
 
-def load_or_exit(overrides: dict[str, Any], env_file: str | None) -> Settings:
-    """Load settings, or print the one line that says which is wrong and exit 2."""
-    try:
-        return load_settings(overrides=overrides, dotenv=env_file)
-    except SettingsError as exc:
-        print(f"gemini-proxy: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"PROXY_BIND": args.bind, "PROXY_WORKERS": args.workers, "PROXY_DB": args.db,
             "UPSTREAM_URL": args.upstream, "LOG_LEVEL": args.log_level}
@@ -38,14 +29,14 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.server import serve
 
-    settings = load_or_exit(_serve_overrides(args), args.env_file)
+    settings = load_or_exit("gemini-proxy", _serve_overrides(args), args.env_file)
     return serve(settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
-    settings = load_or_exit(_serve_overrides(args), args.env_file)
+    settings = load_or_exit("gemini-proxy", _serve_overrides(args), args.env_file)
     return run_demo(settings, traffic=not args.quiet, explicit_db=args.db is not None)
 
 

@@ -6,24 +6,26 @@ import os
 import sqlite3
 import sys
 
-
-def _db_path(args: argparse.Namespace) -> str:
-    return args.db or os.environ.get("PROXY_DB") or "data/keys.db"
+from proxy.admin import add_db_options, db_path
 
 
 def _existing(args: argparse.Namespace) -> str | None:
     """Return the database path, or say there is none there (and return None)."""
-    path = _db_path(args)
+    path = db_path(args)
     if os.path.exists(path):
         return path
-    print(f"gemini-proxy: no database at {path}", file=sys.stderr)
+    print(f"gemini-proxy: no database at {path}; start the proxy once (gemini-proxy serve), "
+          "or pass --db", file=sys.stderr)
     return None
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from proxy.store import db as store_db, schema
 
-    db = store_db.open_db(_db_path(args))
+    path = db_path(args) if args.create else _existing(args)
+    if path is None:
+        return 2
+    db = store_db.open_db(path)
     applied = schema.migrate(db)
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
           else "database is up to date")
@@ -76,15 +78,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("db", help="migrate, back up or check the database",
                        description="Maintain the SQLite database (PROXY_DB, default data/keys.db).")
     dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    for name, func, help_text in (
-            ("migrate", cmd_migrate, "create the database or apply pending migrations"),
-            ("check", cmd_check, "run integrity checks (exit 1 if any fail)")):
-        q = dsub.add_parser(name, help=help_text, description=help_text)
-        q.add_argument("--db", metavar="PATH", help="database file (PROXY_DB)")
-        q.set_defaults(func=func)
+    q = dsub.add_parser("migrate", help="apply pending migrations",
+                        description="Apply pending migrations to an existing database (the "
+                                    "proxy also does this at start).")
+    q.add_argument("--create", action="store_true",
+                   help="create the database if there is none (before the first start)")
+    q.set_defaults(func=cmd_migrate)
+    add_db_options(q)
+    q = dsub.add_parser("check", help="run integrity checks (exit 1 if any fail)",
+                        description="Run integrity checks (exit 1 if any fail).")
+    q.set_defaults(func=cmd_check)
+    add_db_options(q)
     q = dsub.add_parser("backup", help="make a consistent copy while the proxy runs",
                         description="Copy the database online with SQLite's backup API; safe "
                                     "while the proxy is serving.")
     q.add_argument("dest", metavar="PATH", help="file to create (must not exist)")
-    q.add_argument("--db", metavar="PATH", help="database file (PROXY_DB)")
     q.set_defaults(func=cmd_backup)
+    add_db_options(q)

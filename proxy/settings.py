@@ -209,3 +209,19 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: str | Pat
         except (ValueError, TypeError) as exc:
             raise SettingsError(f"{env}={values[env]!r} is not valid: {exc}") from None
     return Settings(**parsed)
+
+
+def load_or_exit(prog: str, overrides: Mapping[str, Any] | None = None,
+                 env_file: str | Path | None = ".env") -> Settings:
+    """Load settings as every command does, or print the one line that says why not and exit 2.
+
+    `serve`, `demo`, the `keys`/`users`/`db` commands and the console all come through
+    here, so they agree on the database and every other setting.
+    """
+    import sys
+
+    try:
+        return load_settings(overrides=overrides, dotenv=env_file or None)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,21 +13,29 @@ from pathlib import Path
 import pytest
 
 from proxy import admin
-from proxy.store import hash_user_key, open_db
+from proxy.store import hash_user_key, migrate, open_db
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_parser(db_option=None) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemini-proxy")
     subparsers = parser.add_subparsers(dest="command")
-    admin.add_parsers(subparsers, db_option)
+    admin.add_parsers(subparsers)
     return parser
 
 
+def created(path: Path) -> Path:
+    """Create the database as the proxy's first start does."""
+    migrate(open_db(path))
+    return path
+
+
 @pytest.fixture
-def db_file(tmp_path):
-    return tmp_path / "data" / "keys.db"
+def db_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no stray .env from the folder the suite runs in
+    monkeypatch.delenv("PROXY_DB", raising=False)
+    return created(tmp_path / "data" / "keys.db")
 
 
 @pytest.fixture
@@ -44,6 +53,46 @@ def run(db_file, capsys):
 
 def db(path):
     return open_db(path)
+
+
+def gemini_proxy(cwd: Path, *argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed entry point's code in `cwd`, as an operator would."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("PROXY_DB", "GOOGLE_KEYS", "USER_KEYS")}
+    return subprocess.run([sys.executable, "-c", "import sys; from proxy.cli import main; "
+                           "sys.exit(main())", *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, env={**clean, **(env or {})})
+
+
+@pytest.mark.parametrize("argv", [("keys", "list"), ("users", "add", "bob"),
+                                  ("db", "check"), ("db", "migrate"), ("db", "backup", "b.db")])
+def test_commands_refuse_to_create_a_database(tmp_path, argv):
+    """From the wrong folder, a command says where it looked instead of starting an empty pool."""
+    done = gemini_proxy(tmp_path, *argv)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "no database at data/keys.db; start the proxy once" in done.stderr
+    assert "--db" in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_commands_read_proxy_db_from_dotenv_like_serve(tmp_path):
+    target = created(tmp_path / "elsewhere" / "pool.db")
+    (tmp_path / ".env").write_text(f"PROXY_DB={target}\n")
+    done = gemini_proxy(tmp_path, "users", "add", "bob")
+    assert done.returncode == 0, done.stderr
+    assert db(target)["users"].count == 1
+    assert not (tmp_path / "data").exists()
+    other = tmp_path / "other.env"
+    other.write_text("PROXY_DB=nowhere.db\n")
+    done = gemini_proxy(tmp_path, "keys", "list", "--env-file", str(other))
+    assert done.returncode == 2 and "no database at nowhere.db" in done.stderr
+
+
+def test_db_migrate_create_makes_the_database_on_request(tmp_path):
+    done = gemini_proxy(tmp_path, "db", "migrate", "--create")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "keys.db").exists()
+    assert gemini_proxy(tmp_path, "keys", "list").returncode == 0
 
 
 def test_keys_add_list_on_a_fresh_path(run, db_file):
@@ -164,26 +213,21 @@ def test_bad_limit_is_an_argparse_error(db_file, capsys):
     assert "not a whole number" in capsys.readouterr().err
 
 
-def test_db_option_as_parent_parser_or_function(db_file, capsys):
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--db")
-    for option in (parent, lambda p: p.add_argument("--db")):
-        args = build_parser(option).parse_args(["keys", "list", "--db", str(db_file)])
-        assert args.func(args) == 0
-    assert db_file.exists()
-
-
-def test_db_path_defaults(monkeypatch):
-    args = argparse.Namespace(db=None)
+def test_db_path_comes_from_the_settings_loader(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PROXY_DB", raising=False)
+    args = argparse.Namespace(db=None, env_file=".env")
     assert admin.db_path(args) == "data/keys.db"
+    (tmp_path / ".env").write_text("PROXY_DB=/srv/from-dotenv.db\n")
+    assert admin.db_path(args) == "/srv/from-dotenv.db"  # .env, as serve reads it
     monkeypatch.setenv("PROXY_DB", "/srv/proxy.db")
-    assert admin.db_path(args) == "/srv/proxy.db"
-    assert admin.db_path(argparse.Namespace(db="x.db")) == "x.db"
+    assert admin.db_path(args) == "/srv/proxy.db"  # the environment wins over .env
+    assert admin.db_path(argparse.Namespace(db="x.db", env_file=".env")) == "x.db"
 
 
 def test_env_proxy_db_is_used(tmp_path, monkeypatch, capsys):
-    target = tmp_path / "env.db"
+    monkeypatch.chdir(tmp_path)
+    target = created(tmp_path / "env.db")
     monkeypatch.setenv("PROXY_DB", str(target))
     args = build_parser().parse_args(["keys", "add", "fake-key-0001"])
     assert args.func(args) == 0
@@ -207,7 +251,7 @@ def test_family_without_action_prints_help(capsys):
 
 
 def test_module_entry_point(tmp_path):
-    path = tmp_path / "keys.db"
+    path = created(tmp_path / "keys.db")
     cmd = [sys.executable, "-m", "proxy.admin"]
     done = subprocess.run([*cmd, "keys", "add", "fake-key-0001", "--db", str(path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)

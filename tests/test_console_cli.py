@@ -30,7 +30,7 @@ def test_missing_database_is_one_line_and_exit_2(tmp_path):
     missing = tmp_path / "nope" / "keys.db"
     done = console("--db", str(missing))
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "no database at" in done.stderr and "Traceback" not in done.stderr
     assert not missing.exists() and not missing.parent.exists()  # nothing created
 
 

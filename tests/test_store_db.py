@@ -39,13 +39,13 @@ def test_pragmas(tmp_path):
 
 def test_readonly_missing_file_is_a_clear_error_and_creates_nothing(tmp_path):
     path = tmp_path / "nope" / "keys.db"
-    with pytest.raises(StoreError, match="does not exist; start the proxy once"):
+    with pytest.raises(StoreError, match="no database at .*; start the proxy once"):
         open_db(path, readonly=True)
     assert not path.parent.exists()
 
 
 def test_create_false_does_not_create(tmp_path):
-    with pytest.raises(StoreError, match="does not exist"):
+    with pytest.raises(StoreError, match="no database at"):
         open_db(tmp_path / "keys.db", create=False)
     assert not (tmp_path / "keys.db").exists()
 

@@ -26,7 +26,7 @@ def open_db(path: str | Path, *, readonly: bool = False, create: bool = True) ->
     if readonly or not create:
         if not path.exists():
             raise StoreError(
-                f"database {path} does not exist; start the proxy once (gemini-proxy serve) or pass --db"
+                f"no database at {path}; start the proxy once (gemini-proxy serve), or pass --db"
             )
         if not os.access(path, os.R_OK):
             raise StoreError(f"database {path} is not readable by this user (check its owner and mode)")
