@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     refresher = Refresher(pool, load, settings.pool_refresh)
     state = ProxyState(settings, pool, writer, Upstream(settings, pool), refresher, secret,
                        [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies],
-                       prices=Prices.load(settings.prices_file))
+                       prices=Prices.load(settings.prices_file, quiet=True))
     holder["state"] = state
     _states.append(state)
     writer.start()

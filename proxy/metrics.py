@@ -27,7 +27,7 @@ TTFB = Histogram("gemini_proxy_time_to_first_byte_seconds", "Time from request t
                  "upstream byte.", ["dialect"], buckets=_BUCKETS)
 TOKENS = Counter("gemini_proxy_tokens_total", "Tokens by direction (in/out), model and user key.",
                  ["direction", "model", "user"])
-COST = Counter("gemini_proxy_cost_usd_total", "Estimated cost from data/prices.json.",
+COST = Counter("gemini_proxy_cost_usd_total", "Estimated cost from the price table.",
                ["model", "user"])
 KEYS = Gauge("gemini_proxy_keys", "Google keys by state.", ["state"],
              multiprocess_mode="livemostrecent")

@@ -1,4 +1,4 @@
-"""Estimated cost per request from the price table in data/prices.json."""
+"""Estimated cost per request from a price table (the bundled proxy/prices.json by default)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,9 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger("proxy")
+# Found through the package, not the current folder: under systemd the working directory
+# is the state folder, and a relative path would silently mean "no prices".
+BUNDLED = Path(__file__).with_name("prices.json")
 
 
 class Prices:
@@ -18,16 +21,21 @@ class Prices:
         self._cache: dict[str, tuple[float, float] | None] = {}
 
     @classmethod
-    def load(cls, path: str | Path) -> "Prices":
-        """Read a price file; a missing or broken one means no estimates, not a failed start."""
+    def load(cls, path: str | Path | None = None, *, quiet: bool = False) -> "Prices":
+        """Read a price file (None or "": the bundled one).
+
+        One that cannot be read means no estimates, not a failed start; it is logged unless
+        `quiet` (workers pass it: the server warns once, before they start).
+        """
+        path = Path(path) if path else BUNDLED
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(path.read_text())
             table = {name: (float(p.get("input", 0)), float(p.get("output", 0)))
                      for name, p in data["models"].items()}
-        except FileNotFoundError:
-            return cls()
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("price table %s is unreadable (%s): no cost estimates", path, exc)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not quiet:
+                reason = exc.strerror if isinstance(exc, OSError) else exc
+                log.warning("price table %s cannot be read (%s): no cost estimates", path, reason)
             return cls()
         return cls(table)
 

@@ -68,6 +68,10 @@ def serve(settings: Settings) -> int:
     print(f"gemini-proxy {__version__} on http://{settings.bind} "
           f"({settings.workers} workers, database {settings.db_path}, "
           f"upstream {settings.upstream_url})", file=sys.stderr, flush=True)
+    if settings.prices_file:  # the bundled table is always there; a chosen one may not be
+        from proxy.prices import Prices
+
+        Prices.load(settings.prices_file)
     if not _is_loopback(settings.bind):
         print(f"gemini-proxy: listening on {settings.bind}, not loopback: put Traefik or a "
               "firewall in front of it", file=sys.stderr)

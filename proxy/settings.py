@@ -138,8 +138,8 @@ class Settings:
                                       "Origins allowed by CORS (empty: CORS off; * for any).")
     image_fetch_private: bool = setting("IMAGE_FETCH_PRIVATE", _bool, False,
                                         "Let image_url fetches reach private addresses.")
-    prices_file: str = setting("PRICES_FILE", str, "data/prices.json",
-                               "Price table for cost estimates (missing: no estimates).")
+    prices_file: str = setting("PRICES_FILE", str, "",
+                               "Your own price table for cost estimates (empty: the bundled one).")
     metrics_token: str = setting("METRICS_TOKEN", str, "",
                                  "Bearer token for /metrics from other hosts (loopback needs none).")
     retention_days: float = setting("RETENTION_DAYS", _non_negative(float), 30.0,

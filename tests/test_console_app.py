@@ -391,6 +391,8 @@ def test_stats_cycle_range_and_group(db_path):
             assert names == {"alpha", "beta"}
             alpha = next(k for k in keys_of(t) if t.get_row(k)[0].plain.strip() == "alpha")
             assert t.get_row(alpha)[5].plain.strip() == "0.0026"  # estimated cost, dollars
+            beta = next(k for k in keys_of(t) if t.get_row(k)[0].plain.strip() == "beta")
+            assert t.get_row(beta)[5].plain.strip() == "n/a"  # tokens with no price: not $0.00
             total = app.query_one("#spark-tokens").query_one(".spark-total").render()
             assert "$0.0026" in str(total)
             await pilot.press("r")  # last day: gamma's old minute joins

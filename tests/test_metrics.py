@@ -68,9 +68,25 @@ def test_prices_longest_prefix_and_unknown_models():
     assert prices.cost("mystery-model", 1000, 1000) == 0.0
 
 
-def test_bundled_price_table_loads():
-    from conftest import ROOT
+def test_bundled_price_table_loads_from_any_folder(tmp_path, monkeypatch, caplog):
+    """Under systemd the working directory is the state folder: the table comes with the package."""
+    monkeypatch.chdir(tmp_path)
+    for prices in (Prices.load(), Prices.load("")):
+        assert prices.cost("gemini-2.5-pro", 1_000_000, 0) > 0
+    assert not caplog.records
 
-    prices = Prices.load(ROOT / "data" / "prices.json")
-    assert prices.cost("gemini-2.5-pro", 1_000_000, 0) > 0
-    assert Prices.load(ROOT / "data" / "missing.json").cost("gemini-2.5-pro", 10, 10) == 0
+
+def test_unreadable_price_file_is_one_warning_and_no_estimates(tmp_path, caplog):
+    missing = tmp_path / "missing.json"
+    assert Prices.load(missing).cost("gemini-2.5-pro", 10, 10) == 0
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert str(missing) in caplog.text and "no cost estimates" in caplog.text
+    caplog.clear()
+    assert Prices.load(missing, quiet=True).cost("gemini-2.5-pro", 10, 10) == 0
+    assert not caplog.records
+
+
+def test_serve_warns_once_about_a_configured_price_file(live_factory, tmp_path):
+    proxy = live_factory(workers=2, PRICES_FILE=str(tmp_path / "nope.json"))
+    proxy.stop()
+    assert proxy.logs().count("price table") == 1

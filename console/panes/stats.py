@@ -29,8 +29,14 @@ COLUMNS = [
     Column("cost", "cost $", 7, right=True),
     Column("trend", "requests over time", TREND_WIDTH),
 ]
-def dollars(amount: float) -> str:
-    """Format an estimated cost compactly (from data/prices.json; 0 without prices)."""
+def dollars(amount: float, tokens: int = 0) -> str:
+    """Format an estimated cost compactly; "n/a" when tokens were used but nothing was priced.
+
+    Zero cost for real tokens means the proxy had no price for them (no table, or a model it
+    does not list): showing $0.00 would claim the traffic was free.
+    """
+    if amount == 0 and tokens:
+        return "n/a"
     if amount >= 100:
         return f"{amount:,.0f}"
     return f"{amount:.2f}" if amount >= 0.01 or amount == 0 else f"{amount:.4f}"
@@ -142,8 +148,9 @@ class StatsPane(Pane):
         self.query_one("#spark-requests", SparkRow).set(req, Text(f"{count(n_req)} · {per_bucket}/{per}"))
         tin = sum(b[INDEX["tokens_in"]] for b in total)
         cost = sum(b[INDEX["cost_micros"]] for b in total) / 1e6
+        priced = "no price" if cost == 0 and n_tok else f"${dollars(cost)}"
         self.query_one("#spark-tokens", SparkRow).set(
-            tok, Text(f"{count(tin)} in {count(n_tok - tin)} out · ${dollars(cost)}"))
+            tok, Text(f"{count(tin)} in {count(n_tok - tin)} out · {priced}"))
         attempts = sum(b[INDEX["ok"]] for b in total) + n_err
         self.query_one("#spark-errors", SparkRow).set(
             err, Text(f"{count(n_err)} · {pct(n_err / attempts) if attempts else '—'} of tries"))
@@ -174,8 +181,8 @@ class StatsPane(Pane):
             count(req),
             pct(ok / (ok + err)) if ok + err else "—",
             (count(err), "red" if err else "dim"),
-            count(sum(tokens(b) for b in series)),
-            dollars(sum(b[INDEX["cost_micros"]] for b in series) / 1e6),
+            count(n_tok := sum(tokens(b) for b in series)),
+            dollars(sum(b[INDEX["cost_micros"]] for b in series) / 1e6, n_tok),
             (spark([b[INDEX["requests"]] for b in series], TREND_WIDTH), "cyan"),
         )
 
