@@ -122,9 +122,6 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     _register_error_handlers(app)
     if settings.cors_origins:
         _enable_cors(app, settings.cors_origins)
-    if not settings.user_keys and not pool.users:
-        log.warning("no user keys: every request will be refused (set USER_KEYS or run "
-                    "`gemini-proxy users add NAME`)")
     return app
 
 

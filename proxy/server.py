@@ -1,9 +1,11 @@
 """Run the app under gunicorn with gevent workers (never Flask's development server)."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from typing import Any
@@ -49,6 +51,44 @@ def close_interrupted(db_path: str) -> int:
         db.close()
 
 
+def census(db_path: str) -> dict[str, int]:
+    """Count usable Google keys and user keys, once, in the master (not once per worker)."""
+    from proxy.store import db as store_db
+    from proxy.store.keys import census as count
+
+    db = store_db.open_db(db_path)
+    try:
+        return count(db)
+    finally:
+        db.close()
+
+
+def bind_problem(bind: str) -> str | None:
+    """Say why `bind` cannot be listened on (in use, not an address here), or None.
+
+    gunicorn would retry five times and print a banner and a dozen errors first; an operator
+    needs the one line. Skipped when the socket is inherited (a graceful reload).
+    """
+    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
+        return None
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        return f"cannot listen on {bind}: {exc}"
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{bind} is in use; stop the other process or pass --bind"
+            return f"cannot listen on {bind}: {exc.strerror}"
+    return None
+
+
 def _is_loopback(bind: str) -> bool:
     host = bind.rpartition(":")[0].strip("[]")
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
@@ -56,9 +96,14 @@ def _is_loopback(bind: str) -> bool:
 
 def serve(settings: Settings) -> int:
     """Prepare the database and run gunicorn until stopped."""
+    problem = bind_problem(settings.bind)
+    if problem:
+        print(f"gemini-proxy: {problem}", file=sys.stderr)
+        return 1
     try:
         prepare_database(settings)
         interrupted = close_interrupted(settings.db_path)
+        pool = census(settings.db_path)
     except Exception as exc:  # a clear line, not a traceback: the folder or file is the problem
         print(f"gemini-proxy: cannot open database {settings.db_path}: {exc}", file=sys.stderr)
         return 2
@@ -68,6 +113,13 @@ def serve(settings: Settings) -> int:
     print(f"gemini-proxy {__version__} on http://{settings.bind} "
           f"({settings.workers} workers, database {settings.db_path}, "
           f"upstream {settings.upstream_url})", file=sys.stderr, flush=True)
+    if not pool["usable_keys"]:
+        print("gemini-proxy: no usable Google keys yet: clients get 503 until you add one "
+              "(GOOGLE_KEYS in .env, or gemini-proxy keys add VALUE; it applies within a "
+              "second)", file=sys.stderr)
+    if not pool["users"]:
+        print("gemini-proxy: no user keys: every request will be refused until you add one "
+              "(USER_KEYS in .env, or gemini-proxy users add NAME)", file=sys.stderr)
     if settings.prices_file:  # the bundled table is always there; a chosen one may not be
         from proxy.prices import Prices
 

@@ -298,3 +298,11 @@ def _unique(values: Iterable[str]) -> list[str]:
 
 def _by_key(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {r["key_id"]: r for r in rows}
+
+
+def census(db: Database) -> dict[str, int]:
+    """Count what the pool can use: usable Google keys and active user keys."""
+    keys = db.execute("SELECT count(*) FROM google_keys WHERE status = 'active' "
+                      "AND invalid_reason IS NULL").fetchone()[0]
+    users = db.execute("SELECT count(*) FROM users WHERE status = 'active'").fetchone()[0]
+    return {"usable_keys": keys, "users": users}
