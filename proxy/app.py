@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     refresher.start()
     app.extensions["proxy"] = state
 
+    app.url_map.merge_slashes = False  # "//" reaches the routes (and a clear 400), not a 308 page
     app.register_blueprint(ops.bp)
     app.register_blueprint(openai.bp)
     app.register_blueprint(native.bp)

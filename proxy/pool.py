@@ -14,7 +14,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from proxy import realthread
 from proxy.errors import Kind, Outcome
@@ -102,6 +102,10 @@ class User:
     rpm_limit: int | None = None
     tpd_limit: int | None = None
     allowed_models: tuple[str, ...] = ()
+
+    def may_use(self, model: str) -> bool:
+        """Whether this key's allow-list lets it reach `model` (no list: any model)."""
+        return not self.allowed_models or model in self.allowed_models
 
 
 @dataclass
@@ -224,10 +228,16 @@ class KeyPool:
         self.local_tokens = {}  # the database now holds what this worker had counted
 
     # ---- user limits -------------------------------------------------------------------
-    def admit(self, user: User, model: str) -> Refusal | None:
-        """Check the user's own limits for a request to `model`; count it if admitted."""
-        if user.allowed_models and model and model not in user.allowed_models:
-            return Refusal(403, f"this key may use only: {', '.join(user.allowed_models)}")
+    def admit(self, user: User, model: str, also: Iterable[str] = ()) -> Refusal | None:
+        """Check the user's own limits for a request to `model`; count it if admitted.
+
+        `also` names any other model the request reaches (one named in its body, say):
+        each must be on the user's allow-list too.
+        """
+        barred = [m for m in (model, *also) if m and not user.may_use(m)]
+        if barred:
+            return Refusal(403, f"this key may not use {barred[0]}; it may use only: "
+                                f"{', '.join(user.allowed_models)}")
         now = self._clock()
         if user.tpd_limit:
             used = self.tokens_today.get(user.id, 0) + self.local_tokens.get(user.id, 0)
@@ -264,6 +274,11 @@ class KeyPool:
             if hmac.compare_digest(digest, user.key_hash):
                 found = user
         return found
+
+    def user(self, user_id: int) -> User | None:
+        """Return the active user with this id (None once disabled or removed)."""
+        self.sync()
+        return next((u for u in self.users if u.id == user_id), None)
 
     # ---- choosing --------------------------------------------------------------------
     def cooling_until(self, key_id: int, model: str, now: float) -> float:
@@ -379,6 +394,9 @@ class Refresher:
         self.load = load
         self.interval = interval
         self._stop = False
+        # When (time.monotonic) the read behind the last view offered began: the sync
+        # point `await_view` waits on.
+        self.read_began = 0.0
         # Held while idle; releasing it wakes the thread early. Sleeping on a lock instead
         # of polling keeps the thread from taking the GIL from requests between ticks.
         self._wake = realthread.lock()
@@ -398,10 +416,28 @@ class Refresher:
         except RuntimeError:
             pass  # already awake
 
+    def await_view(self, since: float, timeout: float) -> bool:
+        """Wait until a view read that began at or after `since` (time.monotonic) is offered.
+
+        Pokes the thread, then polls with `time.sleep`, which yields to other requests under
+        gevent. Returns False if `timeout` ran out first (the database is slow or locked).
+        """
+        deadline = time.monotonic() + timeout
+        self.poke()
+        while self.read_began < since:
+            if self._stop or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        self.pool.sync()
+        return True
+
     def _run(self) -> None:
         while not self._stop:
+            began = time.monotonic()
             try:
                 self.pool.offer(self.load(self.pool.pins_seq))
+                # Set after the offer: whoever sees the new time finds the view pending.
+                self.read_began = began
             except Exception:  # keep serving from the last good view
                 log.exception("pool refresh failed")
             self._wake.acquire(timeout=self.interval)

@@ -7,6 +7,7 @@ import math
 import re
 import time
 from typing import Any, Iterator
+from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request
 
@@ -26,7 +27,20 @@ _MODEL = re.compile(r"(?:^|/)(?:models|tunedModels)/([^/:?]+)")
 _PINNED = re.compile(r"(?:files|cachedContents)/[A-Za-z0-9_.-]+")
 # Only these fields name a file or cache; prompt text that mentions "files/x" must not.
 _PIN_FIELDS = re.compile(rb'"(?:fileUri|file_uri|cachedContent|cached_content|name)"\s*:\s*"([^"]+)"')
-_PIN_WAIT = 1.5  # seconds to wait for another worker's fresh pin to reach this one
+_PIN_WAIT = 1.5  # at most this long for a fresh pool view (the database is slow or locked)
+# What may stay literal in a forwarded path (RFC 3986 pchar): the rest, "?" and "#"
+# among them, is percent-encoded, so a decoded "%3F" cannot start a query upstream.
+_PATH_SAFE = "/:@!$&'()*+,;="
+# Body fields that choose a model (CachedContent.model, batchEmbedContents requests[].model,
+# countTokens generateContentRequest.model, batch.model, tunedModels baseModel, routing's
+# modelName, and the OpenAI layer's model), in either JSON spelling.
+_MODEL_FIELDS = frozenset({"model", "baseModel", "base_model", "modelName", "model_name"})
+# Parts of a request that hold prompts, schemas and function arguments: a "model" key
+# inside them chooses nothing. Everything else is searched, so a new field errs towards
+# a refusal, never towards a way round the allow-list.
+_FREE_FORM = frozenset({"contents", "systemInstruction", "system_instruction", "tools",
+                        "responseSchema", "response_schema", "responseJsonSchema",
+                        "response_json_schema", "messages"})
 _JSON_CHECK_LIMIT = 1 << 16  # larger bodies are left to Google to judge (parsing blocks the hub)
 
 
@@ -51,6 +65,49 @@ def model_of(path: str) -> str:
     return m.group(1) if m else ""
 
 
+def path_problem(path: str) -> str | None:
+    """Return why a decoded request path must not be forwarded, or None.
+
+    An empty, "." or ".." segment (a doubled slash, or one spelled %2F or %2e) would let
+    the path read here name one model while Google, normalising it, serves another.
+    """
+    for segment in path.split("/")[1:]:
+        if segment.split(";")[0] in ("", ".", ".."):
+            return (f"The request path {quote(path, safe=_PATH_SAFE)} has an empty, '.' or '..' "
+                    "segment; write the resource path out in full, e.g. "
+                    "/v1beta/models/gemini-2.5-flash:generateContent.")
+    return None
+
+
+class _Fields(list):
+    """A JSON object as its (name, value) pairs: a repeated name is kept, not overwritten."""
+
+    def last(self, name: str) -> Any:
+        return next((v for k, v in reversed(self) if k == name), None)
+
+
+def _model_id(name: str) -> str:
+    # Only the prefix goes: whatever follows (a "/..", say) stays, and matches no allow-list.
+    return name.removeprefix("models/").removeprefix("tunedModels/")
+
+
+def body_models(parsed: Any) -> list[str]:
+    """Return every model a request body (parsed into _Fields) names outside its free-form parts."""
+    found: list[str] = []
+    stack = [parsed]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Fields):
+            for name, value in node:
+                if name in _MODEL_FIELDS and isinstance(value, str):
+                    found.append(_model_id(value))
+                elif name not in _FREE_FORM:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 def public_base_url() -> str:
     """Return the base URL clients reach us at, believing X-Forwarded-* only from trusted peers."""
     st = state()
@@ -72,7 +129,13 @@ def _client_params() -> list[tuple[str, str]]:
 
 
 def _find_pin(path: str, body: bytes | None) -> int | None:
-    """Return the key that owns a file or cached content the call uses (None: any key)."""
+    """Return the key that owns a file or cached content the call uses (None: any key).
+
+    A pin is committed before the name it pins reaches any client (see _pin_created), so
+    a pool view read after this request arrived knows every name this proxy handed out.
+    A name missing from the current view costs one such read, not a guess at a delay;
+    still missing then, it is not ours and goes out on any key.
+    """
     st = state()
     names = _PINNED.findall(path)
     if body and (b"files/" in body or b"cachedContents/" in body):
@@ -80,16 +143,16 @@ def _find_pin(path: str, body: bytes | None) -> int | None:
             names += _PINNED.findall(value.decode("utf-8", "replace"))
     if not names:
         return None
-    deadline = time.monotonic() + _PIN_WAIT
-    while True:
-        st.pool.sync()
-        for name in names:
-            if name in st.pool.pins:
-                return st.pool.pins[name]
-        if time.monotonic() >= deadline:
-            return None  # not ours (or very old): any key may try
-        st.refresher.poke()
-        time.sleep(0.05)
+    arrived = time.monotonic()
+    st.pool.sync()
+    owner = _owner(st.pool.pins, names)
+    if owner is None and st.refresher.await_view(arrived, _PIN_WAIT):
+        owner = _owner(st.pool.pins, names)
+    return owner
+
+
+def _owner(pins: dict[str, int], names: list[str]) -> int | None:
+    return next((pins[name] for name in names if name in pins), None)
 
 
 def _bad_json(body: bytes) -> str | None:
@@ -118,6 +181,9 @@ def _pin_created(reply: Reply, path: str) -> None:
         st = state()
         st.pool.pins[name] = reply.key.id
         st.writer.pin(name, reply.key.id)
+        # Commit before the client learns the name: then any worker that meets the name
+        # later finds it in its next pool view (creations are rare; uses are many).
+        st.writer.flush(timeout=_PIN_WAIT)
 
 
 def relay(ex: Exchange, reply: Reply, *, sse: bool) -> Response:
@@ -144,49 +210,67 @@ def stream_response(body: Iterator[bytes], status: int, headers: list[tuple[str,
 
 
 def passthrough(path: str) -> Response:
-    """Authenticate, pick a key, forward `path` upstream and relay the answer."""
+    """Authenticate, pick a key, forward `path` (as Flask decoded it) upstream, relay the answer."""
     st = state()
+    problem = path_problem(path)
+    if problem:
+        return gemini_error(400, problem)
     upload_token = request.args.get(uploads.TOKEN_PARAM)
-    session = uploads.verify(st.secret, upload_token) if upload_token else None
-    if upload_token and session is None:
-        return gemini_error(401, "This upload URL was not issued by this proxy (or was altered); "
-                                 "start the upload again to get a new one.")
-    user = None
-    if session is None:
+    session = None
+    if upload_token:
+        try:
+            session = uploads.verify(st.secret, upload_token, path)
+        except uploads.TokenError as exc:
+            return gemini_error(401, str(exc))
+        # The session's user stands behind its steps: limits apply, and a disabled or
+        # removed user's uploads stop.
+        user = st.pool.user(session.user_id)
+        if user is None:
+            return gemini_error(401, "The user key that started this upload has been disabled "
+                                     "or removed, so the upload cannot go on; ask the proxy's "
+                                     "operator to re-enable it, then start again.")
+    else:
         user = st.pool.authenticate(presented_key(request.headers, request.args))
         if user is None:
             return unauthorized()
     bearer = path.startswith(("/v1beta/openai/", "/v1/openai/"))
     body = request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH") else None
     model, stream, sse = model_of(path), ":streamGenerateContent" in path, False
-    if body and bearer:
+    # A key limited to some models has every model its body names checked, so the body
+    # must be readable here (an upload's bytes name none).
+    restricted = bool(body and user.allowed_models and not path.startswith("/upload/"))
+    parsed: Any = None
+    if body and (bearer or restricted):
         try:
-            parsed = json.loads(body)
+            parsed = json.loads(body, object_pairs_hook=_Fields)
         except ValueError:
-            return gemini_error(400, "Invalid JSON payload received: the body is not JSON.")
-        if isinstance(parsed, dict):
-            model = str(parsed.get("model") or "").removeprefix("models/")
-            stream = bool(parsed.get("stream"))
-            sse = stream
-    elif body and request.mimetype in ("application/json", "") and not path.startswith("/upload"):
+            return gemini_error(400, "Invalid JSON payload received: the body is not JSON."
+                                + ("" if bearer else " This key may use only some models, so "
+                                   "its request bodies must be JSON the proxy can check."))
+    if bearer and isinstance(parsed, _Fields):
+        model = _model_id(str(parsed.last("model") or ""))
+        stream = sse = bool(parsed.last("stream"))
+    elif body and parsed is None and request.mimetype in ("application/json", "") \
+            and not path.startswith("/upload"):
         problem = _bad_json(body)
         if problem:
             return gemini_error(400, problem)
     if stream and not bearer:
         sse = request.args.get("alt") == "sse"
-    pinned = _find_pin(path, body) if session is None else session[0]
-    log_path = path if not upload_token else path + "?upload_token=…"
+    pinned = _find_pin(path, body) if session is None else session.key_id
+    upstream_path = quote(path, safe=_PATH_SAFE)
     ex = Exchange(st, user=user, dialect="openai" if bearer else "native", method=request.method,
-                  path=log_path,
+                  path=upstream_path + ("?upload_token=…" if upload_token else ""),
                   model=model, stream=stream)
-    refusal = st.pool.admit(user, model) if user is not None else None
+    named = [*_MODEL.findall(path), *(body_models(parsed) if restricted else ())]
+    refusal = st.pool.admit(user, model, named)
     if refusal is not None:
         ex.finish(refusal.status, None, error_class="user_limit", error_message=refusal.message)
         return gemini_error(refusal.status, refusal.message, retry_after=refusal.retry_after)
     with ex:
-        call = Call(request.method, path, _client_params(), filter_request_headers(request.headers),
-                    body, model=model, stream=stream, pinned=pinned, bearer=bearer,
-                    url=session[1] if session else None)
+        call = Call(request.method, upstream_path, _client_params(),
+                    filter_request_headers(request.headers), body, model=model, stream=stream,
+                    pinned=pinned, bearer=bearer, url=session.url if session else None)
         try:
             reply = st.upstream.open(call)
         except PoolUnavailable as exc:
@@ -194,19 +278,26 @@ def passthrough(path: str) -> Response:
             return gemini_error(exc.status, exc.message, retry_after=exc.retry_after,
                                 framing_array=stream and not sse)
         if reply.status < 300 and reply.chunks is None:
-            _rewrite_upload_url(reply, path)
+            _rewrite_upload_urls(reply, path, user.id)
             _pin_created(reply, path)
         return relay(ex, reply, sse=sse)
 
 
-def _rewrite_upload_url(reply: Reply, path: str) -> None:
-    """Point the client's next upload step at us, keeping the key that started the session."""
+# Google's answers to an upload start that point at its session; both must lead back here.
+_UPLOAD_URL_HEADERS = frozenset({"x-goog-upload-url", "x-goog-upload-control-url"})
+
+
+def _rewrite_upload_urls(reply: Reply, path: str, user_id: int) -> None:
+    """Point the client's next upload steps at us, keeping the key and user that started them."""
     st = state()
+    if reply.key is None:
+        return
     for i, (name, value) in enumerate(reply.headers):
-        if name.lower() == "x-goog-upload-url" and reply.key is not None:
-            token = uploads.sign(st.secret, reply.key.id, value)
-            upload_path = path.split("?")[0]
-            reply.headers[i] = (name, uploads.proxy_upload_url(public_base_url(), upload_path, token))
+        if name.lower() in _UPLOAD_URL_HEADERS:
+            token = uploads.sign(st.secret, key_id=reply.key.id, upstream_url=value,
+                                 user_id=user_id, path=path)
+            reply.headers[i] = (name, uploads.proxy_upload_url(
+                public_base_url(), quote(path, safe=_PATH_SAFE), token))
 
 
 def unauthorized() -> Response:
