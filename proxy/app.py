@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     return app
 
 
-CORS_EXPOSE = "Retry-After, X-Goog-Upload-URL, X-Goog-Upload-Status, X-Request-Id"
+CORS_EXPOSE = ("Retry-After, X-Goog-Upload-URL, X-Goog-Upload-Control-URL, X-Goog-Upload-Status, "
+               "X-Request-Id")
 
 
 def _enable_cors(app: Flask, origins: list[str]) -> None:

@@ -48,6 +48,8 @@ def test_cors_preflight_when_configured(app_factory, fake, path):
     r = client.post("/v1/chat/completions", headers={**AUTH, "Origin": "https://app.example"},
                     json={"model": FLASH, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    exposed = {h.strip().lower() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"retry-after", "x-goog-upload-url", "x-goog-upload-control-url"} <= exposed
     assert fake.requests and all(r["method"] != "OPTIONS" for r in fake.requests)
 
 
