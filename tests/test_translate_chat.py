@@ -7,7 +7,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from proxy.translate.chat import (ChatOptions, chat_request_to_gemini, gemini_to_chat_completion,
-                                  image_urls_to_fetch)
+                                  urls_to_fetch)
 from proxy.translate.errors import TranslationError
 from proxy.translate.signatures import SKIP_SIGNATURE
 
@@ -134,7 +134,7 @@ def test_http_images_use_fetched_bytes():
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
         {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
-    assert image_urls_to_fetch(body) == ["https://example.com/a.png"]
+    assert urls_to_fetch(body) == {"https://example.com/a.png": "messages[0].content[0].image_url.url"}
     e = err(body)
     assert "messages[0].content[0].image_url.url" in e.message and e.param == "messages"
     _, out, _ = translate(body, fetched_images={"https://example.com/a.png": ("image/png; q=1", b"\x89PNG")})

@@ -5,7 +5,7 @@ import os
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from proxy.translate.chat import (ChatOptions, chat_request_to_gemini, gemini_to_chat_completion,
-                                  image_urls_to_fetch)
+                                  urls_to_fetch)
 from proxy.translate.chat_stream import ChatStreamTranslator, SSEParser
 from proxy.translate.embeddings import EmbedOptions, embeddings_request_to_gemini, gemini_to_embeddings
 from proxy.translate.errors import TranslationError, gemini_error_to_openai
@@ -219,7 +219,7 @@ def test_well_formed_chat_requests_translate_cleanly(body):
     assert json.dumps(body, sort_keys=True) == before  # never mutates the request
     assert "/" not in model
     assert_gemini_body(out)
-    assert image_urls_to_fetch(body) in ([], ["https://img.test/a.png"])
+    assert list(urls_to_fetch(body)) in ([], ["https://img.test/a.png"])
 
 
 @FAST
@@ -267,7 +267,7 @@ def test_junk_requests_raise_only_translation_error(junk):
     only_translation_errors(responses_request_to_gemini, junk)
     only_translation_errors(embeddings_request_to_gemini, junk)
     only_translation_errors(clean_schema, junk)
-    image_urls_to_fetch(junk)
+    urls_to_fetch(junk)
 
 
 def mutate(data, value, junk):

@@ -15,11 +15,10 @@ from flask import Blueprint, Response, request
 
 from proxy.auth import has_gemini_key, presented_key
 from proxy.exchange import Exchange
-from proxy.images import fetch_images
 from proxy.pool import User
 from proxy.relay import relay_stream
 from proxy.routes.native import passthrough, state, stream_response
-from proxy.translate.chat import chat_request_to_gemini, gemini_to_chat_completion, image_urls_to_fetch
+from proxy.translate.chat import chat_request_to_gemini, gemini_to_chat_completion, urls_to_fetch
 from proxy.translate.chat_stream import ChatStreamTranslator
 from proxy.translate.embeddings import embeddings_request_to_gemini, gemini_to_embeddings, split_batches
 from proxy.translate.errors import TranslationError, gemini_error_to_openai, openai_error_body
@@ -29,6 +28,7 @@ from proxy.translate.responses_stream import ResponsesStreamTranslator
 from proxy.translate.sse import SSE_DONE, SSEParser, sse, sse_event
 from proxy.translate.tools import loads_strict
 from proxy.upstream import Call, PoolUnavailable, Reply, error_message, retry_after
+from proxy.url_fetch import fetch_urls
 from proxy.usage import usage_from
 
 bp = Blueprint("openai", __name__)
@@ -177,11 +177,10 @@ def _prepare(translate: Callable[..., tuple[str, dict[str, Any], Any]], *, image
     st = state()
     extra: dict[str, Any] = {}
     try:
-        if images:  # http(s) image URLs are fetched here: translators do no I/O
-            urls = image_urls_to_fetch(body)
-            extra["fetched_images"] = fetch_images(
-                st.upstream.session, urls, allow_private=st.settings.image_fetch_private
-            ) if urls else None
+        if images:  # http(s) image and file URLs are fetched here: translators do no I/O
+            urls = urls_to_fetch(body)
+            extra["fetched_images"] = fetch_urls(
+                urls, allow_private=st.settings.image_fetch_private) if urls else None
         model, gbody, opts = translate(body, aliases=st.settings.model_aliases, **extra)
     except TranslationError as exc:
         status, err = exc.to_openai()

@@ -1,5 +1,5 @@
 """Pure translation between the OpenAI and Gemini wire formats: no Flask, no HTTP, no I/O."""
-from .chat import ChatOptions, chat_request_to_gemini, gemini_to_chat_completion, image_urls_to_fetch
+from .chat import ChatOptions, chat_request_to_gemini, gemini_to_chat_completion, urls_to_fetch
 from .chat_stream import ChatStreamTranslator
 from .embeddings import EmbedOptions, embeddings_request_to_gemini, gemini_to_embeddings
 from .errors import TranslationError, gemini_error_to_openai
@@ -15,5 +15,5 @@ __all__ = [
     "chat_request_to_gemini", "clean_schema", "embeddings_request_to_gemini",
     "gemini_error_to_openai", "gemini_model_to_openai", "gemini_models_to_openai",
     "gemini_to_chat_completion", "gemini_to_embeddings", "gemini_to_response",
-    "image_urls_to_fetch", "normalise_model", "responses_request_to_gemini", "sse", "sse_event",
+    "normalise_model", "responses_request_to_gemini", "sse", "sse_event", "urls_to_fetch",
 ]

@@ -260,7 +260,7 @@ def chat_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | No
     """Translate a Chat Completions request into (model id, generateContent body, options).
 
     http(s) image URLs must already be in `fetched_images` (url → (mime, bytes));
-    `image_urls_to_fetch` lists them. Invalid input raises TranslationError.
+    `urls_to_fetch` lists them. Invalid input raises TranslationError.
     """
     if not isinstance(body, dict):
         raise TranslationError("request body must be a JSON object")
@@ -319,44 +319,43 @@ def chat_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | No
     return model, out, options
 
 
-def image_urls_to_fetch(body: Any) -> list[str]:
-    """List the http(s) image URLs a request refers to, in order, without duplicates.
+def urls_to_fetch(body: Any) -> dict[str, str]:
+    """Map each http(s) URL a request names to the field that first names it, in order.
 
     Works on Chat bodies (`messages[].content[].image_url`) and Responses bodies
-    (`input[].content[].image_url` / `file_url`). Never raises: malformed input is
-    left for the translation to reject.
+    (`input[].content[].image_url` / `file_url`); the field paths match the ones the
+    translation reports. Never raises: malformed input is left for the translation to reject.
     """
-    urls: list[str] = []
+    urls: dict[str, str] = {}
     if not isinstance(body, dict):
         return urls
 
-    def take(url: Any) -> None:
+    def take(url: Any, path: str) -> None:
         if isinstance(url, dict):
-            url = url.get("url")
-        if isinstance(url, str) and is_http_url(url) and url not in urls:
-            urls.append(url)
+            url, path = url.get("url"), f"{path}.url"
+        if isinstance(url, str) and is_http_url(url):
+            urls.setdefault(url, path)
 
-    items = body.get("messages")
-    if not isinstance(items, list):
-        items = body.get("input")
+    key = "messages" if isinstance(body.get("messages"), list) else "input"
+    items = body.get(key)
     if not isinstance(items, list):
         return urls
-    for item in items:
+    for i, item in enumerate(items):
         if not isinstance(item, dict):
             continue
-        content = item.get("content")
-        if item.get("type") == "function_call_output":
-            content = item.get("output")
+        field = "output" if item.get("type") == "function_call_output" else "content"
+        content = item.get(field)
         if not isinstance(content, list):
             continue
-        for part in content:
+        for j, part in enumerate(content):
             if not isinstance(part, dict):
                 continue
+            path = f"{key}[{i}].{field}[{j}]"
             kind = part.get("type")
             if kind in ("image_url", "input_image"):
-                take(part.get("image_url"))
-            elif kind == "input_file":
-                take(part.get("file_url"))
+                take(part.get("image_url"), f"{path}.image_url")
+            elif kind == "input_file" and part.get("file_data") is None:
+                take(part.get("file_url"), f"{path}.file_url")
     return urls
 
 

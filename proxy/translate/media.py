@@ -70,19 +70,23 @@ def mime_from_filename(filename: Any) -> str | None:
 
 
 def url_part(url: Any, path: str, fetched: dict[str, tuple[str, bytes]] | None,
-             cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Return the inlineData part for an image URL (data: URI, or http(s) already fetched)."""
+             cache: dict[str, dict[str, Any]], *, image: bool = True) -> dict[str, Any]:
+    """Return the inlineData part for a URL (data: URI, or http(s) already fetched).
+
+    A fetched URL must have yielded an image when `image` is set (image_url fields);
+    file_url fields take documents too.
+    """
     if not isinstance(url, str) or not url:
         raise fail(path, "must be a non-empty string")
     if url[:5].lower() == "data:":
         return inline_part(*parse_data_uri(url, path))
-    if is_http_url(url):
-        part = cache.get(url)
-        if part is not None:
-            return part
+    if not is_http_url(url):
+        raise fail(path, "only data: URIs and http(s) URLs are supported")
+    part = cache.get(url)
+    if part is None:
         got = fetched.get(url) if fetched else None
         if got is None:
-            raise fail(path, f"image URL {url[:200]!r} was not fetched")
+            raise fail(path, f"URL {url[:200]!r} was not fetched")
         try:
             mime, raw = got
             if isinstance(mime, str):
@@ -91,11 +95,14 @@ def url_part(url: Any, path: str, fetched: dict[str, tuple[str, bytes]] | None,
                     or not isinstance(raw, (bytes, bytearray))):
                 raise ValueError
         except (TypeError, ValueError):
-            raise fail(path, f"image URL {url[:200]!r} did not yield an image") from None
+            raise fail(path, f"URL {url[:200]!r} did not yield a file") from None
         part = inline_part(mime, base64.b64encode(raw).decode("ascii"))
         cache[url] = part
-        return part
-    raise fail(path, "only data: URIs and http(s) URLs are supported")
+    mime = part["inlineData"]["mimeType"]
+    if image and not mime.startswith("image/"):
+        raise fail(path, f"{url[:200]!r} is not an image ({mime}); image URLs must "
+                         "point at images")
+    return part
 
 
 def audio_part(audio: Any, path: str) -> dict[str, Any]:

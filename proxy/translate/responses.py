@@ -49,7 +49,8 @@ class _Input:
             if part.get("file_data") is not None:
                 return file_part(part.get("file_data"), part.get("filename"), path)
             if part.get("file_url") is not None:
-                return url_part(part.get("file_url"), f"{path}.file_url", self.fetched, self.cache)
+                return url_part(part.get("file_url"), f"{path}.file_url", self.fetched, self.cache,
+                                image=False)
             raise fail(path, "needs file_data or file_url (uploaded file ids are not supported)")
         return audio_part(part.get("input_audio"), f"{path}.input_audio")
 
