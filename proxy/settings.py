@@ -137,7 +137,7 @@ class Settings:
     cors_origins: list[str] = setting("CORS_ORIGINS", _pipe_list, [],
                                       "Origins allowed by CORS (empty: CORS off; * for any).")
     image_fetch_private: bool = setting("IMAGE_FETCH_PRIVATE", _bool, False,
-                                        "Let image_url fetches reach private addresses.")
+                                        "Let image_url and file_url fetches reach private addresses.")
     prices_file: str = setting("PRICES_FILE", str, "",
                                "Your own price table for cost estimates (empty: the bundled one).")
     metrics_token: str = setting("METRICS_TOKEN", str, "",
