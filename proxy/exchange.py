@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from proxy import memory
+from proxy.redact import redact
 
 if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent patches ssl
     from proxy.pool import User
@@ -139,11 +140,15 @@ class Exchange:
                        outcome="ok" if status < 400 else _counter(error_class or "client_error"),
                        final=True, tokens_in=tin, tokens_out=tout,
                        cost_micros=round(cost * 1_000_000))
+        detail = json.dumps([a.as_dict() for a in attempts])
+        if error_message or len(attempts) > 1:  # failures quote Google, who may name a key
+            secrets = [k.value for k in sink.pool.keys.values()]
+            detail = redact(detail, secrets)
+            error_message = redact(error_message, secrets) if error_message else error_message
         writer.request_finished(self._row(
             ended_at=self.started + duration, status=status,
             key_id=key.id if key else None, key_masked=key.masked if key else None,
-            attempts=len(attempts),
-            attempts_detail=json.dumps([a.as_dict() for a in attempts]),
+            attempts=len(attempts), attempts_detail=detail,
             ttfb_ms=round(ttfb * 1000, 2) if ttfb is not None else None,
             duration_ms=round(duration * 1000, 2), tokens_in=tin, tokens_out=tout,
             error_class=error_class, error_message=error_message,

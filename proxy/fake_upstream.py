@@ -116,6 +116,10 @@ class FakeUpstream:
         reset_after_chunks: streams send K chunks, then the connection drops.
         hang: hold model calls until the client gives up (True, or seconds), then 504.
         sse_crlf: end SSE events with CRLF CRLF instead of LF LF.
+        stream_error: a failing mode ("suspended", "overload", …) whose Google error is
+          sent inside a native stream after its first chunk, ending it (status stays 200).
+        piece_bytes: send stream bytes in HTTP chunks of at most N bytes, so events (and
+          anything in them) straddle chunk boundaries.
         """
         self.state.set_key(key, Behaviour.from_dict(behaviour))
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from proxy import realthread
 from proxy.errors import Kind, Outcome
+from proxy.redact import redact
 from proxy.store.util import next_pacific_midnight
 
 log = logging.getLogger("proxy.pool")
@@ -348,25 +349,28 @@ class KeyPool:
         if outcome.kind in (Kind.OK, Kind.UPSTREAM, Kind.KEY_DEAD):
             key.count(outcome.kind is Kind.OK, now)
         w = self.writer
+        reason = outcome.reason
+        if reason:  # it quotes Google, who may name a key: masked before it is kept or logged
+            reason = redact(reason, [k.value for k in self.keys.values()])
         if outcome.kind is Kind.KEY_DEAD:
-            key.invalid_reason, key.dead_at = outcome.reason, now
+            key.invalid_reason, key.dead_at = reason, now
             if w:
-                w.key_invalid(key.id, outcome.reason, now)
-                w.event("warning", f"key {key.masked} retired: {outcome.reason}",
+                w.key_invalid(key.id, reason, now)
+                w.event("warning", f"key {key.masked} retired: {reason}",
                         status=outcome.status, key_id=key.id, model=model)
-            log.warning("key %s retired: %s", key.masked, outcome.reason)
+            log.warning("key %s retired: %s", key.masked, reason)
         elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY) and outcome.cool_until:
             self.cool[(key.id, model)] = (outcome.cool_until, outcome.kind.value, now)
             if w:
-                w.key_cooled(key.id, model, outcome.cool_until, outcome.kind.value, outcome.reason)
+                w.key_cooled(key.id, model, outcome.cool_until, outcome.kind.value, reason)
                 w.event("info", f"key {key.masked} resting for {model} "
                         f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
                         status=outcome.status, key_id=key.id, model=model)
         elif outcome.kind is Kind.UPSTREAM and w:
-            w.event("warning", f"upstream trouble on key {key.masked}: {outcome.reason}",
+            w.event("warning", f"upstream trouble on key {key.masked}: {reason}",
                     status=outcome.status, key_id=key.id, model=model)
         if w:
-            w.key_used(key.id, now, None if outcome.kind is Kind.OK else outcome.reason)
+            w.key_used(key.id, now, None if outcome.kind is Kind.OK else reason)
 
     # ---- counts for health and metrics ---------------------------------------------------
     def cooling_pairs(self) -> int:

@@ -22,6 +22,7 @@ from requests.structures import CaseInsensitiveDict
 
 from proxy.errors import Kind, Outcome, classify, parse_error_body, transport_failure
 from proxy.pool import Cooling, KeyPool, KeyState, NoKeys
+from proxy.redact import redact, redact_header, redact_stream
 from proxy.settings import Settings
 from proxy.translate.errors import gemini_error_body
 
@@ -115,8 +116,9 @@ def filter_request_headers(headers: Any) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in drop}
 
 
-def _reply_headers(resp: requests.Response) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in resp.headers.items() if k.lower() not in DROP_RESPONSE_HEADERS]
+def _reply_headers(resp: requests.Response, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(k, redact_header(v, values)) for k, v in resp.headers.items()
+            if k.lower() not in DROP_RESPONSE_HEADERS]
 
 
 class Upstream:
@@ -207,44 +209,61 @@ class Upstream:
         return last
 
     def _attempt(self, call: Call, key: KeyState, started: float) -> Reply:
+        """Send `call` on `key` and take in the answer, every Google key in it masked.
+
+        Google can only echo the key this attempt sent, so success bodies and stream
+        chunks (the hot path) are checked for that value and the `AIza…` shape alone;
+        errors (rare) are checked for every key in the pool.
+        """
+        mine = (key.value,)
         try:
             resp = self._send(call, key)
         except requests.RequestException as exc:
-            outcome = transport_failure(exc)
+            outcome = self._failed(exc)
             body = json.dumps(_gateway_error(outcome)).encode()
             return Reply(outcome.status, [("Content-Type", "application/json")], body, key=key,
                          outcome=outcome)
-        headers = _reply_headers(resp)
+        headers = _reply_headers(resp, mine)
         if resp.status_code >= 400:
             try:
                 body = resp.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
             except Exception as exc:  # the error body itself broke off
                 body = b""
-                log.debug("error body unreadable: %s", exc)
+                log.debug("error body unreadable: %s", redact(str(exc), self._pool_values()))
             finally:
                 resp.close()
+            body = redact(body, self._pool_values())
             outcome = classify(resp.status_code, body, now=time.time())
             return Reply(resp.status_code, headers, body, key=key, outcome=outcome,
                          ttfb=time.monotonic() - started)
         try:
             if call.stream:
-                chunks = resp.raw.stream(None, decode_content=True)
+                chunks = redact_stream(resp.raw.stream(None, decode_content=True), mine)
                 first = next(chunks, b"")
                 ttfb = time.monotonic() - started
                 return Reply(resp.status_code, headers, chunks=_prepend(first, chunks),
                              key=key, outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb,
                              response=resp)
             ttfb = time.monotonic() - started
-            body = resp.raw.read(decode_content=True) or b""
+            body = redact(resp.raw.read(decode_content=True) or b"", mine)
             resp.close()
             return Reply(resp.status_code, headers, body, key=key,
                          outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb)
         except Exception as exc:  # broke before a byte went to the client: retryable
             resp.close()
-            outcome = transport_failure(exc)
+            outcome = self._failed(exc)
             body = json.dumps(_gateway_error(outcome)).encode()
             return Reply(outcome.status, [("Content-Type", "application/json")], body, key=key,
                          outcome=outcome)
+
+    def _pool_values(self) -> tuple[str, ...]:
+        return tuple(k.value for k in self.pool.keys.values())
+
+    def _failed(self, exc: BaseException) -> Outcome:
+        """Classify a transport failure; its message (a URL, say) may name a key."""
+        outcome = transport_failure(exc)
+        return Outcome(outcome.kind, outcome.status, redact(outcome.reason, self._pool_values()),
+                       outcome.cool_until)
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

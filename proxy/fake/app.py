@@ -219,30 +219,44 @@ def model_action(app: FakeApp, req: Request, version: str, model: str, action: s
         return json_response(200, answer.body())
     chunks, delay, reset_after = app.stream_knobs(behaviour, mode)
     pieces = answer.chunks(chunks)
+    size = behaviour.piece_bytes if behaviour is not None else None
+    if behaviour is not None and behaviour.stream_error:
+        # How Google frames an error mid-stream is unverified: here the error envelope
+        # is one more element after the first chunk, and the stream ends there.
+        pieces = [pieces[0], _failure(behaviour.stream_error, key)[1]]
     if sse:
         crlf = behaviour is not None and behaviour.sse_crlf
         return Response(200, [("Content-Type", "text/event-stream"),
                               ("Content-Disposition", "attachment"),
                               ("X-Content-Type-Options", "nosniff")],
-                        _sse(pieces, delay, reset_after, crlf))
+                        _sse(pieces, delay, reset_after, crlf, size))
     return Response(200, [("Content-Type", JSON_TYPE), ("X-Content-Type-Options", "nosniff")],
-                    _json_array(pieces, delay, reset_after))
+                    _json_array(pieces, delay, reset_after, size))
+
+
+def _failure(mode: str, key: str) -> errors.Error:
+    """Return the error a failing `mode` answers with (dead keys, overload, 500, 504)."""
+    if mode in DEAD_MODES:
+        return _dead(mode, key)
+    return {"overload": errors.overloaded, "error500": errors.internal,
+            "deadline": errors.deadline}[mode]()
 
 
 def _sse(chunks: list[dict[str, Any]], delay: float, reset_after: int | None,
-         crlf: bool) -> Iterator[bytes]:
+         crlf: bool, piece_bytes: int | None = None) -> Iterator[bytes]:
     """Frame chunks as `data: {json}` events (no `event:`, no [DONE], like Google)."""
     end = b"\r\n\r\n" if crlf else b"\n\n"
     pieces = [b"data: " + json.dumps(c, separators=(",", ":"), ensure_ascii=False).encode() + end
               for c in chunks]
-    return paced(pieces, delay, reset_after)
+    return paced(pieces, delay, reset_after, piece_bytes=piece_bytes)
 
 
-def _json_array(chunks: list[dict[str, Any]], delay: float, reset_after: int | None) -> Iterator[bytes]:
+def _json_array(chunks: list[dict[str, Any]], delay: float, reset_after: int | None,
+                piece_bytes: int | None = None) -> Iterator[bytes]:
     """Frame chunks as one pretty JSON array sent piecewise (`[{…}\n,\r\n{…}\n]`)."""
     pieces = [(b"[" if i == 0 else b"\n,\r\n") + json.dumps(c, indent=2, ensure_ascii=False).encode()
               for i, c in enumerate(chunks)]
-    return paced(pieces, delay, reset_after, tail=b"\n]")
+    return paced(pieces, delay, reset_after, tail=b"\n]", piece_bytes=piece_bytes)
 
 
 def _cache_for(app: FakeApp, key: str, name: str, model: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ MODES = frozenset({"ok", "invalid", "expired", "denied", "suspended", "location"
                    "overload", "error500", "deadline", "hang", "reset"})
 # Modes that describe the key itself, so they answer on every keyed route, not only model calls.
 DEAD_MODES = frozenset({"invalid", "expired", "denied", "suspended", "location"})
+# Modes whose error can also end a stream that already started (`stream_error`).
+STREAM_ERROR_MODES = DEAD_MODES | {"overload", "error500", "deadline"}
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Behaviour:
     reset_after_chunks: int | None = None
     hang: bool | float = False
     sse_crlf: bool = False
+    stream_error: str | None = None
+    piece_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for mode in [self.mode, *self.sequence]:
@@ -39,6 +43,11 @@ class Behaviour:
                 raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
         if self.rpm is not None and self.rpm < 0:
             raise ValueError("rpm must be >= 0")
+        if self.stream_error is not None and self.stream_error not in STREAM_ERROR_MODES:
+            raise ValueError(f"unknown stream_error {self.stream_error!r}; "
+                             f"expected one of {sorted(STREAM_ERROR_MODES)}")
+        if self.piece_bytes is not None and self.piece_bytes < 1:
+            raise ValueError("piece_bytes must be >= 1")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Behaviour":

@@ -144,22 +144,32 @@ def page(items: list[Any], req: Request, default: int, maximum: int) -> tuple[li
 
 
 def paced(pieces: list[bytes], delay: float, reset_after: int | None,
-          tail: bytes = b"") -> Iterator[bytes]:
+          tail: bytes = b"", piece_bytes: int | None = None) -> Iterator[bytes]:
     """Yield stream pieces `delay` seconds apart, then `tail`.
 
     With `reset_after` set, drop the connection after that many pieces instead of ending
-    cleanly (the client must see a broken body, never a complete one).
+    cleanly (the client must see a broken body, never a complete one). With `piece_bytes`
+    set, each piece goes out in writes of at most that many bytes (one HTTP chunk each),
+    so events straddle chunk boundaries as they can behind real networks.
     """
     for i, piece in enumerate(pieces):
         if i and delay:
             gsleep(delay)
         if reset_after is not None and i >= reset_after:
             raise Abort()
-        yield piece
+        yield from _sliced(piece, piece_bytes)
     if reset_after is not None:
         raise Abort()
     if tail:
-        yield tail
+        yield from _sliced(tail, piece_bytes)
+
+
+def _sliced(data: bytes, size: int | None) -> Iterator[bytes]:
+    if not size:
+        yield data
+        return
+    for at in range(0, len(data), size):
+        yield data[at:at + size]
 
 
 def partial(data: bytes) -> Iterator[bytes]:

@@ -50,6 +50,7 @@ HOUSEKEEPING_EVERY = 30.0  # seconds between retention passes when there is noth
 _REQUESTS, _TOKENS_IN, _TOKENS_OUT, _COST = (
     STATS_COUNTERS.index(c) for c in ("requests", "tokens_in", "tokens_out", "cost_micros"))
 _REQUEST_FIELDS = frozenset(REQUEST_COLUMNS)
+_QUOTED = frozenset({"error_message", "attempts_detail"})  # may quote the upstream
 
 _COLS = ", ".join(REQUEST_COLUMNS)
 # attempts and stream have column defaults of 0, which an explicit NULL would bypass.
@@ -529,12 +530,13 @@ class Writer:
                 seen = used.setdefault(key_id, [ts, None])
                 seen[0] = max(seen[0], ts)
                 if error is not None:
-                    seen[1] = error
+                    seen[1] = _clean(error)
             elif kind == "key_invalid":
                 _, key_id, reason, ts = op
-                invalid.setdefault(key_id, (reason, ts, key_id, ts))
+                invalid.setdefault(key_id, (_clean(reason), ts, key_id, ts))
             elif kind == "key_cooled":
                 _, key_id, model, cool_until, reason, last_error, ts = op
+                reason, last_error = _clean(reason), _clean(last_error)
                 cool_until = float(cool_until)
                 held = cooled.get((key_id, model))
                 if held is None:
@@ -544,7 +546,8 @@ class Writer:
                         held[2], held[3] = cool_until, reason
                     held[4], held[5], held[7] = last_error, ts, ts
             elif kind == "event":
-                events.append(op[1:])
+                _, ts, level, message, *rest = op
+                events.append((ts, level, _clean(message), *rest))
             elif kind == "pin":
                 _, name, key_id, ts = op
                 pins[name] = (key_id, ts)
@@ -591,8 +594,23 @@ class Writer:
                 value = json.dumps(value, separators=(",", ":"))
             elif isinstance(value, bool):
                 value = int(value)
+            if name in _QUOTED:
+                value = _clean(value)
             row[name] = value
         return row
+
+
+def _clean(text: Any) -> Any:
+    """Mask anything shaped like a Google key in text that quotes the upstream.
+
+    The proxy masks before it queues; this catches what a caller missed, on this thread,
+    off the request path.
+    """
+    # Imported here: proxy.redact builds on this package's mask_key, so a module-level
+    # import would be circular.
+    from ..redact import redact
+
+    return redact(text) if isinstance(text, str) else text
 
 
 def _wait(done: Any, timeout: float) -> bool:
