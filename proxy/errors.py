@@ -36,8 +36,12 @@ class Outcome:
         return self.kind in (Kind.KEY_DEAD, Kind.RATE_MINUTE, Kind.RATE_DAY, Kind.UPSTREAM)
 
 
-# Backoff used when a per-minute 429 carries no RetryInfo: the rest of a minute window.
+# Backoff used when a per-minute 429 carries no usable RetryInfo: the rest of a minute window.
 DEFAULT_MINUTE_COOLDOWN = 60.0
+# The shortest rest: "0s" would have the pool hammer a key that just refused.
+MIN_COOLDOWN = 1.0
+# Cap before the float conversion: a 400-digit integer would overflow float().
+_FAR = 1e12
 
 _DEAD_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED",
                  "CONSUMER_SUSPENDED", "API_KEY_EXPIRED", "API_KEY_HTTP_REFERRER_BLOCKED",
@@ -46,8 +50,10 @@ _DEAD_REASONS = {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED
 _DEAD_MESSAGES = re.compile(r"api key (not valid|not found|expired)|has been suspended|"
                             r"consumer .* suspended|api has not been used|is disabled|"
                             r"api key.*(invalid|blocked)", re.I)
-_RETRY_IN = re.compile(r"retry in ([0-9.]+)\s*s", re.I)
-_DURATION = re.compile(r"^([0-9.]+)s$")
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_RETRY_IN = re.compile(r"retry in " + _NUMBER + r"\s*s", re.I)
+_DURATION = re.compile(_NUMBER + "s")
+_DIGITS = re.compile(_NUMBER)
 
 
 def parse_error_body(body: bytes | str | dict | list | None) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def parse_error_body(body: bytes | str | dict | list | None) -> dict[str, Any]:
     if isinstance(body, (bytes, str)):
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # garbage, or nested past the parser's depth
             return {}
     if isinstance(data, list) and data:
         data = data[0]
@@ -79,24 +85,66 @@ def _quota_ids(error: dict[str, Any]) -> list[str]:
     ids = []
     for d in _details(error):
         if str(d.get("@type", "")).endswith("QuotaFailure"):
-            for v in d.get("violations") or []:
+            violations = d.get("violations")
+            for v in violations if isinstance(violations, list) else []:
                 if isinstance(v, dict):
                     ids.append(str(v.get("quotaId") or "") + " " + str(v.get("quotaMetric") or ""))
     return ids
 
 
+def _seconds(value: Any) -> float | None:
+    """Return a JSON number or digit string as seconds, or None for anything else.
+
+    Negative and NaN are nonsense for a delay; huge values pass (capped at _FAR) and are
+    clamped by the caller.
+    """
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value.strip()):
+            return None
+        value = float(value)  # digits and a dot only: at worst inf, never an exception
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if value != value or value < 0:  # NaN (math.isnan would overflow on a huge int)
+        return None
+    return float(min(value, _FAR))
+
+
+def _duration(raw: Any) -> float | None:
+    """Read a protobuf Duration: "1.5s", or {"seconds": 1, "nanos": 500000000}."""
+    if isinstance(raw, dict):
+        seconds = _seconds(raw.get("seconds", 0))
+        nanos = _seconds(raw.get("nanos", 0))
+        return None if seconds is None or nanos is None else seconds + nanos / 1e9
+    if isinstance(raw, str):
+        m = _DURATION.fullmatch(raw.strip())
+        return _seconds(m.group(1)) if m else None
+    return None
+
+
 def retry_delay(error: dict[str, Any]) -> float | None:
-    """Return RetryInfo.retryDelay in seconds, else the "retry in Ns" of the message."""
+    """Return RetryInfo.retryDelay in seconds, else the "retry in Ns" of the message, else None.
+
+    Anything unreadable (a malformed duration, NaN, a negative) counts as absent; the value
+    is not clamped here (classify does that).
+    """
     for d in _details(error):
         if str(d.get("@type", "")).endswith("RetryInfo"):
-            raw = d.get("retryDelay")
-            if isinstance(raw, dict):  # proto Duration as an object
-                return float(raw.get("seconds", 0)) + float(raw.get("nanos", 0)) / 1e9
-            m = _DURATION.match(str(raw or "").strip())
-            if m:
-                return float(m.group(1))
+            delay = _duration(d.get("retryDelay"))
+            if delay is not None:
+                return delay
     m = _RETRY_IN.search(str(error.get("message", "")))
-    return float(m.group(1)) if m else None
+    return _seconds(m.group(1)) if m else None
+
+
+def cool_until(delay: float | None, now: float) -> float:
+    """Return when a per-minute rest ends: `delay` (or the default) clamped to a sane range.
+
+    At least MIN_COOLDOWN, at most until the next Pacific midnight, when every quota resets
+    anyway: an absurd retryDelay must not park a key for ever.
+    """
+    ceiling = max(MIN_COOLDOWN, next_pacific_midnight(now) - now)
+    seconds = DEFAULT_MINUTE_COOLDOWN if delay is None else delay
+    return now + min(max(seconds, MIN_COOLDOWN), ceiling)
 
 
 def _is_key_problem(status: int, error: dict[str, Any]) -> bool:
@@ -127,9 +175,7 @@ def classify(status: int, body: bytes | str | dict | list | None, *, now: float,
         # "limit: 0": this key's tier gets no quota for the model at all; no use retrying today
         if "PerDay" in quota or "per day" in quota.lower() or "limit: 0" in quota:
             return Outcome(Kind.RATE_DAY, status, message, next_pacific_midnight(now))
-        delay = retry_delay(error)
-        cool = delay if delay is not None and delay > 0 else DEFAULT_MINUTE_COOLDOWN
-        return Outcome(Kind.RATE_MINUTE, status, message, now + cool)
+        return Outcome(Kind.RATE_MINUTE, status, message, cool_until(retry_delay(error), now))
     if status >= 500 or status == 408:
         # Overload is the model's trouble, not the key's: no rest, only a score penalty.
         return Outcome(Kind.UPSTREAM, status, message)

@@ -21,6 +21,11 @@ class StreamBroken(Exception):
     """Raised inside a relayed stream so the server drops the connection mid-answer."""
 
 
+class StreamFailed(Exception):
+    """Raised by a framing when the upstream stream reports an error or ends without an
+    answer; its message is meant for the client."""
+
+
 class Framing(Protocol):
     """How one dialect frames a relayed stream."""
 
@@ -56,7 +61,46 @@ class Passthrough:
 
 
 def relay_stream(pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> Iterator[bytes]:
-    """Yield the client's bytes for `reply`; record the exchange however it ends."""
+    """Return the client's bytes for `reply`; the exchange is recorded however it ends."""
+    return RelayedStream(pool, ex, reply, framing)
+
+
+class RelayedStream:
+    """The response iterable of a relayed stream: ends the key even if never iterated.
+
+    A generator's `finally` runs only once it has started. A response closed unread (a
+    HEAD request, whose body the server drops; a client gone before the first write)
+    would otherwise keep its key counted in flight for good, and its request unrecorded.
+    """
+
+    def __init__(self, pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> None:
+        self._pool, self._ex, self._reply = pool, ex, reply
+        self._chunks = _relay(pool, ex, reply, framing)
+        self._started = False
+
+    def __iter__(self) -> "RelayedStream":
+        return self
+
+    def __next__(self) -> bytes:
+        self._started = True
+        return next(self._chunks)
+
+    def close(self) -> None:
+        if not self._started:
+            self._started = True
+            _release(self._pool, self._reply)
+            self._ex.finish(499, self._reply, error_class="client_error",
+                            error_message="the response was closed before the stream was read")
+        self._chunks.close()
+
+
+def _release(pool: Any, reply: Reply) -> None:
+    if reply.key is not None:
+        pool.end(reply.key)
+    reply.close()
+
+
+def _relay(pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> Iterator[bytes]:
     tail = UsageTail()
     sent = 0
     try:
@@ -70,17 +114,19 @@ def relay_stream(pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> Ite
                   error_message=f"client closed the connection after {sent} chunks")
         raise
     except Exception as exc:
-        reason = f"upstream stream broke after {sent} chunks: {type(exc).__name__}"
+        if isinstance(exc, StreamFailed):
+            reason = str(exc)[:500]
+        else:  # other exception texts are not for clients
+            reason = f"upstream stream broke after {sent} chunks: {type(exc).__name__}"
         if reply.key is not None:
             pool.report(reply.key, ex.model, Outcome(Kind.UPSTREAM, 502, reason))
-        ex.finish(reply.status, reply, tokens=tail.result(), error_class="upstream_error",
+        # 502, not the 200 already sent: the answer ended in an error, and stats say so
+        ex.finish(502, reply, tokens=tail.result(), error_class="upstream_error",
                   error_message=reason)
         yield from framing.broken(reason)
         if framing.abort_on_break:
             raise StreamBroken(reason) from None
         return
     finally:
-        if reply.key is not None:
-            pool.end(reply.key)
-        reply.close()
+        _release(pool, reply)
     ex.finish(reply.status, reply, tokens=tail.result())

@@ -25,6 +25,7 @@ from proxy.pool import Cooling, KeyPool, KeyState, NoKeys
 from proxy.redact import redact, redact_header, redact_stream
 from proxy.settings import Settings
 from proxy.translate.errors import gemini_error_body
+from proxy.translate.tools import loads_strict
 
 log = logging.getLogger("proxy.upstream")
 
@@ -67,6 +68,10 @@ class Call:
     pinned: int | None = None
     bearer: bool = False  # Google's OpenAI layer takes the key as a Bearer token
     url: str | None = None  # absolute URL (resumable upload sessions); overrides path
+    # For callers that parse the answer: a 2xx non-stream body must be a JSON object without
+    # an "error" member and (if any are named) with one of these members. Anything else is
+    # Google misbehaving: upstream trouble, retried on another key, never relayed as success.
+    expect_json: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Reply:
     attempts: list[Attempt] = field(default_factory=list)
     ttfb: float | None = None  # seconds from start to the first upstream byte
     response: requests.Response | None = None
+    data: Any = None  # the parsed body, when the call set expect_json and it passed
 
     def close(self) -> None:
         if self.response is not None:
@@ -194,11 +200,7 @@ class Upstream:
                 raise
             tried.add(key.id)
             t0 = time.monotonic()
-            self.pool.begin(key, call.model)
-            reply = self._attempt(call, key, started)
-            if reply.chunks is None:  # an open stream keeps the key busy until it ends
-                self.pool.end(key)
-            self.pool.report(key, call.model, reply.outcome)
+            reply = self._try(call, key, started)
             attempts.append(Attempt(key.id, key.masked, reply.status, reply.outcome.kind.value,
                                     reply.outcome.reason, round((time.monotonic() - t0) * 1000, 1)))
             reply.attempts = attempts
@@ -207,6 +209,28 @@ class Upstream:
             last = reply
         assert last is not None
         return last
+
+    def _try(self, call: Call, key: KeyState, started: float) -> Reply:
+        """Run one attempt on `key` and report its outcome; the key is busy meanwhile.
+
+        Every begin has its end, whatever raises. Only an open stream handed back to the
+        caller keeps the key busy: relay_stream ends it when the stream ends.
+        """
+        self.pool.begin(key, call.model)
+        reply: Reply | None = None
+        handed_over = False
+        try:
+            reply = self._attempt(call, key, started)
+            if call.expect_json is not None and reply.chunks is None and reply.status < 300:
+                reply = _checked(reply, call.expect_json)
+            self.pool.report(key, call.model, reply.outcome)
+            handed_over = reply.chunks is not None
+            return reply
+        finally:
+            if not handed_over:
+                if reply is not None:
+                    reply.close()
+                self.pool.end(key)
 
     def _attempt(self, call: Call, key: KeyState, started: float) -> Reply:
         """Send `call` on `key` and take in the answer, every Google key in it masked.
@@ -264,6 +288,35 @@ class Upstream:
         outcome = transport_failure(exc)
         return Outcome(outcome.kind, outcome.status, redact(outcome.reason, self._pool_values()),
                        outcome.cool_until)
+
+
+def _checked(reply: Reply, members: tuple[str, ...]) -> Reply:
+    """Return `reply` with its parsed body, or a 502 when Google's 2xx answer is no answer."""
+    try:
+        data = loads_strict(reply.body or b"")
+    except ValueError:
+        problem: str | None = f"a body that is not JSON ({len(reply.body or b'')} bytes)"
+    else:
+        problem = _not_an_answer(data, members)
+    if problem is None:
+        reply.data = data
+        return reply
+    reason = f"Google answered {reply.status} with {problem}"
+    body = json.dumps(gemini_error_body(502, reason)).encode()
+    return Reply(502, [("Content-Type", "application/json")], body, key=reply.key,
+                 outcome=Outcome(Kind.UPSTREAM, 502, reason), ttfb=reply.ttfb)
+
+
+def _not_an_answer(data: Any, members: tuple[str, ...]) -> str | None:
+    """Say why a parsed 2xx body is not the answer asked for (None when it is)."""
+    err = parse_error_body(data)  # also finds an array-wrapped error
+    if err or (isinstance(data, dict) and "error" in data):
+        return f"an error in place of an answer: {str(err.get('message') or '(no message)')[:300]}"
+    if not isinstance(data, dict):
+        return "JSON that is not an object"
+    if members and not any(m in data for m in members):
+        return f"an object holding none of {', '.join(members)}"
+    return None
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -15,6 +15,7 @@ from proxy import uploads
 from proxy.auth import presented_key
 from proxy.exchange import Exchange
 from proxy.translate.errors import gemini_error_body
+from proxy.translate.tools import loads_strict
 from proxy.upstream import (Call, PoolUnavailable, Reply, error_message, filter_request_headers,
                             retry_after)
 from proxy.relay import Passthrough, relay_stream
@@ -156,10 +157,14 @@ def _owner(pins: dict[str, int], names: list[str]) -> int | None:
 
 
 def _bad_json(body: bytes) -> str | None:
+    """Say why a small JSON body is unreadable (None when it is fine, or too big to check).
+
+    Larger bodies go to Google unparsed, nested or not: its parser judges them.
+    """
     if not body or len(body) > _JSON_CHECK_LIMIT:
         return None
     try:
-        json.loads(body)
+        loads_strict(body)
     except ValueError as exc:
         return f"Invalid JSON payload received. {exc}"
     return None

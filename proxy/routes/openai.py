@@ -9,14 +9,14 @@ import json
 import math
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from flask import Blueprint, Response, request
 
 from proxy.auth import has_gemini_key, presented_key
 from proxy.exchange import Exchange
 from proxy.pool import User
-from proxy.relay import relay_stream
+from proxy.relay import StreamFailed, relay_stream
 from proxy.routes.native import passthrough, state, stream_response
 from proxy.translate.chat import chat_request_to_gemini, gemini_to_chat_completion, urls_to_fetch
 from proxy.translate.chat_stream import ChatStreamTranslator
@@ -26,13 +26,15 @@ from proxy.translate.models import gemini_model_to_openai, gemini_models_to_open
 from proxy.translate.responses import gemini_to_response, responses_request_to_gemini
 from proxy.translate.responses_stream import ResponsesStreamTranslator
 from proxy.translate.sse import SSE_DONE, SSEParser, sse, sse_event
-from proxy.translate.tools import loads_strict
+from proxy.translate.tools import TOO_DEEP, loads_strict
 from proxy.upstream import Call, PoolUnavailable, Reply, error_message, retry_after
 from proxy.url_fetch import fetch_urls
 from proxy.usage import usage_from
 
 bp = Blueprint("openai", __name__)
 MODELS_TTL = 60.0  # seconds the upstream model list is reused
+# What a generateContent answer holds: candidates, or only promptFeedback for a blocked prompt.
+ANSWER_MEMBERS = ("candidates", "promptFeedback")
 
 
 def openai_error(status: int, message: str, type: str | None = None, *, code: str | None = None,
@@ -80,12 +82,14 @@ def _rejected(ex: Exchange, exc: PoolUnavailable) -> Response:
 
 def _upstream_error(ex: Exchange, reply: Reply) -> Response:
     try:
-        parsed = json.loads(reply.body or b"null")
+        parsed = loads_strict(reply.body or b"null")
     except ValueError:
         parsed = None
-    status, body = gemini_error_to_openai(reply.status, parsed)
+    # The pool's clamped wait, in the message too: RetryInfo itself may be absurd.
+    wait = math.ceil(retry_after(state().pool, ex.model, reply)) if reply.status == 429 else None
+    status, body = gemini_error_to_openai(reply.status, parsed, retry_after=wait)
     ex.finish(reply.status, reply, error_message=error_message(reply))
-    return _json(status, body, retry_after(state().pool, ex.model, reply) if status == 429 else None)
+    return _json(status, body, wait if status == 429 else None)
 
 
 def _exchange(user: User, model: str, stream: bool) -> Exchange:
@@ -110,11 +114,15 @@ def _generate(model: str, body: dict[str, Any], stream: bool) -> Call:
     method = "streamGenerateContent" if stream else "generateContent"
     return Call("POST", f"/v1beta/models/{model}:{method}", [("alt", "sse")] if stream else [],
                 {"Content-Type": "application/json"}, json.dumps(body).encode(), model=model,
-                stream=stream)
+                stream=stream, expect_json=None if stream else ANSWER_MEMBERS)
 
 
 class Translated:
-    """Framing for OpenAI streams: parse upstream SSE, emit translated events."""
+    """Framing for OpenAI streams: parse upstream SSE, emit translated events.
+
+    An upstream error event, or a stream that ends without any answer (garbage, nothing at
+    all), raises StreamFailed: the client gets an error event, never an empty success.
+    """
 
     abort_on_break = False  # OpenAI clients get an error event, then a clean end
 
@@ -122,16 +130,26 @@ class Translated:
                  broken: Callable[[str], Iterable[bytes]]) -> None:
         self.parser = SSEParser()
         self._feed, self._close, self._broken = feed, close, broken
+        self.answered = False
 
     def chunk(self, raw: bytes) -> Iterable[bytes]:
-        for event in self.parser.feed(raw):
+        return self._events(self.parser.feed(raw))
+
+    def _events(self, events: list[dict[str, Any]]) -> Iterator[bytes]:
+        for event in events:
             if "error" in event and "candidates" not in event:
                 err = event["error"] if isinstance(event["error"], dict) else {}
-                raise RuntimeError(str(err.get("message") or "upstream error event"))
+                raise StreamFailed("Google sent an error in the stream: "
+                                   + str(err.get("message") or "(no message)")[:300])
+            if any(m in event for m in ANSWER_MEMBERS):
+                self.answered = True
             yield from self._feed(event)
 
-    def close(self) -> Iterable[bytes]:
-        return self._close()
+    def close(self) -> Iterator[bytes]:
+        yield from self._events(self.parser.finish())  # a last event with no blank line after
+        if not self.answered:
+            raise StreamFailed("Google ended the stream without an answer (no candidates)")
+        yield from self._close()
 
     def broken(self, reason: str) -> Iterable[bytes]:
         return self._broken(reason)
@@ -142,13 +160,17 @@ def _run(user: User, model: str, gbody: dict[str, Any], stream: bool,
          framing: Callable[[], Translated]) -> Response:
     """Send a translated request and answer in OpenAI's dialect, stream or not."""
     st = state()
+    try:
+        call = _generate(model, gbody, stream)
+    except RecursionError:  # parsed, but one level too deep to serialise again
+        return openai_error(400, f"The request body is not valid JSON: {TOO_DEEP}")
     ex = _exchange(user, model, stream)
     refused = _refused(ex, user, model)
     if refused is not None:
         return refused
     with ex:
         try:
-            reply = st.upstream.open(_generate(model, gbody, stream))
+            reply = st.upstream.open(call)
         except PoolUnavailable as exc:
             return _rejected(ex, exc)
         if reply.status >= 400:
@@ -157,7 +179,7 @@ def _run(user: User, model: str, gbody: dict[str, Any], stream: bool,
             body = relay_stream(st.pool, ex, reply, framing())
             return stream_response(body, 200, [("Content-Type", "text/event-stream")])
         try:
-            answer = on_answer(json.loads(reply.body or b"{}"))
+            answer = on_answer(reply.data)  # parsed and checked by the upstream client
         except (ValueError, TranslationError) as exc:
             ex.finish(502, reply, error_class="upstream_error", error_message=str(exc))
             return openai_error(502, f"The upstream answer could not be translated: {exc}")
@@ -185,6 +207,8 @@ def _prepare(translate: Callable[..., tuple[str, dict[str, Any], Any]], *, image
     except TranslationError as exc:
         status, err = exc.to_openai()
         return _json(status, err)
+    except RecursionError:  # a value nested just short of the parser's limit, walked deeper
+        return openai_error(400, f"The request body is not valid JSON: {TOO_DEEP}")
     return user, body, model, gbody, opts
 
 
@@ -252,14 +276,15 @@ def embeddings() -> Response:
         for batch in split_batches(gbody):  # Gemini caps a batch; big inputs take several calls
             call = Call("POST", f"/v1beta/models/{model}:batchEmbedContents", [],
                         {"Content-Type": "application/json"}, json.dumps(batch).encode(),
-                        model=model)
+                        model=model, expect_json=("embeddings",))
             try:
                 reply = st.upstream.open(call)
             except PoolUnavailable as exc:
                 return _rejected(ex, exc)
             if reply.status >= 400:
                 return _upstream_error(ex, reply)
-            vectors += json.loads(reply.body or b"{}").get("embeddings") or []
+            got = reply.data["embeddings"]
+            vectors += got if isinstance(got, list) else []
         try:
             answer = gemini_to_embeddings({"embeddings": vectors}, model=str(body.get("model")),
                                           options=opts)
@@ -289,13 +314,15 @@ def _upstream_models(user: User) -> list[dict[str, Any]] | Response:
         return cached[1]
     ex = _exchange(user, "", False)
     try:
-        reply = st.upstream.open(Call("GET", "/v1beta/models", [("pageSize", "1000")], {}, None))
+        reply = st.upstream.open(Call("GET", "/v1beta/models", [("pageSize", "1000")], {}, None,
+                                      expect_json=()))
     except PoolUnavailable as exc:
         return _rejected(ex, exc)
     if reply.status >= 400:
         return _upstream_error(ex, reply)
     ex.finish(reply.status, reply)
-    models = json.loads(reply.body or b"{}").get("models") or []
+    models = reply.data.get("models")
+    models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
     st.cache["models"] = (time.monotonic(), models)
     return models
 

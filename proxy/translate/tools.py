@@ -16,9 +16,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads_strict(text: str) -> Any:
-    """json.loads without Python's NaN/Infinity extension (Gemini refuses a body holding them)."""
-    return json.loads(text, parse_constant=_no_constant)
+TOO_DEEP = "Arrays or objects nest too deeply to read; flatten the structure"
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse JSON from a client or upstream; raise ValueError for anything unreadable.
+
+    No NaN/Infinity (Python's extension: Gemini refuses a body holding them). Nesting past
+    the decoder's recursion limit raises RecursionError, which callers that catch only
+    ValueError would let through as a 500: it becomes a ValueError here.
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
 
 
 def check_name(name: Any, path: str) -> str:
