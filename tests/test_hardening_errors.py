@@ -145,6 +145,37 @@ def test_deep_json_body_on_native_route_is_400_in_googles_format(client, fake):
     assert not fake.requests
 
 
+def test_deep_json_on_googles_openai_layer_and_for_a_restricted_key_is_400(app_factory, fake):
+    from proxy.store import open_db, set_limits
+
+    app = app_factory()
+    client = app.test_client()
+    r = client.post("/v1beta/openai/chat/completions", data=DEEP,
+                    headers={**NATIVE, "Content-Type": "application/json"})
+    assert r.status_code == 400 and TOO_DEEP in r.get_json()["error"]["message"]
+    st = app.extensions["proxy"]
+    db = open_db(st.settings.db_path)
+    set_limits(db, 1, models=[FLASH])
+    db.close()
+    assert st.refresher.await_view(time.monotonic(), 5)
+    st.pool.sync()
+    deeper = "[" * 100_000  # past the size a plain body is checked at: only the model check reads it
+    r = client.post(f"/v1beta/models/{FLASH}:countTokens", data=deeper,
+                    headers={**NATIVE, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.get_data(as_text=True)
+    message = r.get_json()["error"]["message"]
+    assert TOO_DEEP in message and "only some models" in message
+    assert not fake.requests
+
+
+@pytest.mark.parametrize("count", ["12", float("inf"), float("nan"), -3, 1e300, True, None])
+def test_odd_token_counts_in_an_answer_count_as_nothing(count):
+    from proxy.usage import usage_from
+
+    body = json.dumps({"usageMetadata": {"promptTokenCount": count, "candidatesTokenCount": 5}})
+    assert usage_from(body.encode()) == (0, 5)
+
+
 # -- a misbehaving upstream ------------------------------------------------------------------
 
 Answer = tuple[int, dict[str, str], bytes]

@@ -247,9 +247,9 @@ def passthrough(path: str) -> Response:
     parsed: Any = None
     if body and (bearer or restricted):
         try:
-            parsed = json.loads(body, object_pairs_hook=_Fields)
-        except ValueError:
-            return gemini_error(400, "Invalid JSON payload received: the body is not JSON."
+            parsed = loads_strict(body, object_pairs_hook=_Fields)
+        except ValueError as exc:
+            return gemini_error(400, f"Invalid JSON payload received: {exc}."
                                 + ("" if bearer else " This key may use only some models, so "
                                    "its request bodies must be JSON the proxy can check."))
     if bearer and isinstance(parsed, _Fields):

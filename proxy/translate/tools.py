@@ -19,7 +19,7 @@ def _no_constant(name: str) -> Any:
 TOO_DEEP = "Arrays or objects nest too deeply to read; flatten the structure"
 
 
-def loads_strict(text: str | bytes) -> Any:
+def loads_strict(text: str | bytes, **options: Any) -> Any:
     """Parse JSON from a client or upstream; raise ValueError for anything unreadable.
 
     No NaN/Infinity (Python's extension: Gemini refuses a body holding them). Nesting past
@@ -27,7 +27,7 @@ def loads_strict(text: str | bytes) -> Any:
     ValueError would let through as a 500: it becomes a ValueError here.
     """
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, **options)
     except RecursionError:
         raise ValueError(TOO_DEEP) from None
 

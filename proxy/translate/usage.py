@@ -6,8 +6,8 @@ from typing import Any
 
 def _count(meta: dict[str, Any], key: str) -> int:
     value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e15:
+        return 0  # not a count (a string, NaN, infinite or absurd): nothing to bill
     return int(value)
 
 
