@@ -1,0 +1,129 @@
+"""The gunicorn layer bounds what a client can make it hold, and answers every refusal in JSON.
+
+Against the real server (gunicorn + gevent) over raw sockets: malformed, oversized, short and
+never-ending bodies are refused before anything goes upstream; slow request heads are cut;
+gunicorn's own refusals are JSON; every answer names its request; a killed worker's requests
+are closed by the arbiter; request bodies share a per-worker memory budget.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+from conftest import USER_KEY, LiveProxy
+from proxy.store import db as store_db
+
+GEN = "/v1beta/models/gemini-2.5-flash:generateContent"
+STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+LIMIT = 52428  # MAX_REQUEST_BODY_MB=0.05, in bytes
+BOUNDS = dict(MAX_REQUEST_BODY_MB="0.05", BODY_TIMEOUT_SECONDS="1", HEAD_TIMEOUT_SECONDS="1")
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, fake_server) -> Iterator[LiveProxy]:
+    """One live proxy with short body and head timeouts and a 50 KiB body limit."""
+    live = LiveProxy(tmp_path_factory.mktemp("bounds"), fake_server.url, **BOUNDS).start()
+    yield live
+    live.stop()
+
+
+def wait_for(probe: Callable[[], object], timeout: float = 10.0) -> object:
+    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def body_of(size: int) -> bytes:
+    """A valid generateContent body of exactly `size` bytes."""
+    shell = b'{"contents":[{"parts":[{"text":""}]}]}'
+    return shell.replace(b'""', b'"' + b"x" * (size - len(shell)) + b'"')
+
+
+def head(path: str = GEN, *extra: str, auth: str = f"x-goog-api-key: {USER_KEY}") -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: proxy", auth, "Content-Type: application/json",
+             *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunked(data: bytes, size: int = 16384) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size])
+             for i in range(0, len(data), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def connect(proxy: LiveProxy, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", proxy.port), timeout=timeout)
+
+
+def answer(sock: socket.socket) -> tuple[int, http.client.HTTPMessage, dict]:
+    """Read one response from `sock`: (status, headers, parsed JSON body)."""
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    raw = resp.read()
+    return resp.status, resp.headers, json.loads(raw) if raw else {}
+
+
+def send(proxy: LiveProxy, data: bytes, *, half_close: bool = False):
+    with connect(proxy) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        return answer(sock)
+
+
+def google_error(status: int, headers, body: dict, code: int) -> str:
+    """Check an answer is Google's JSON error envelope with `code`; return its message."""
+    assert status == code, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert body["error"]["code"] == code and body["error"]["status"]
+    assert headers["X-Request-Id"]
+    return body["error"]["message"]
+
+
+def model_calls(fake) -> list[dict]:
+    return [r for r in fake.requests if "Content" in r["path"]]
+
+
+def test_sigkilled_workers_requests_are_closed_by_the_arbiter(live_factory, fake):
+    fake.configure(chunks=40, chunk_delay_ms=250)  # a ten-second stream
+    proxy = live_factory(workers=1)
+    started = threading.Event()
+
+    def stream() -> None:
+        try:
+            with requests.post(proxy.url + STREAM, headers={"x-goog-api-key": USER_KEY},
+                               json={"contents": [{"parts": [{"text": "long"}]}]},
+                               stream=True, timeout=20) as r:
+                for _ in r.iter_content(None):
+                    started.set()
+        except requests.RequestException:
+            pass  # the worker dies under it
+
+    client = threading.Thread(target=stream, daemon=True)
+    client.start()
+    assert started.wait(10)
+    db = store_db.open_db(proxy.db)
+    row = wait_for(lambda: next(db.query(
+        "select id, worker_pid from requests where status is null"), None))
+    os.kill(row["worker_pid"], signal.SIGKILL)
+    closed = wait_for(lambda: next(db.query(
+        "select status, error_class from requests where id = ? and status is not null",
+        [row["id"]]), None))
+    assert closed == {"status": 499, "error_class": "interrupted"}
+    assert proxy.proc.poll() is None  # the master lives on, and serves again
+    wait_for(lambda: requests.get(proxy.url + "/health", timeout=5).ok)
+    client.join(timeout=20)
