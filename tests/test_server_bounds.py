@@ -98,6 +98,66 @@ def model_calls(fake) -> list[dict]:
     return [r for r in fake.requests if "Content" in r["path"]]
 
 
+def test_malformed_chunk_size_is_400_in_the_clients_dialect(proxy, fake):
+    bad = b"zz\r\n" + b"x" * 10 + b"\r\n0\r\n\r\n"
+    message = google_error(*send(proxy, head(GEN, "Transfer-Encoding: chunked") + bad), 400)
+    assert "chunked" in message
+    status, _, body = send(proxy, head("/v1/chat/completions", "Transfer-Encoding: chunked",
+                                       auth=f"Authorization: Bearer {USER_KEY}") + bad)
+    assert status == 400 and body["error"]["type"] == "invalid_request_error"  # OpenAI's
+    assert model_calls(fake) == []
+
+
+def test_chunked_body_over_the_limit_is_413_and_nothing_goes_upstream(proxy, fake):
+    message = google_error(*send(proxy, head(GEN, "Transfer-Encoding: chunked")
+                                 + chunked(body_of(LIMIT + 1))), 413)
+    assert "MAX_REQUEST_BODY_MB" in message
+    assert model_calls(fake) == []
+    # exactly at the limit is still a body, forwarded whole
+    status, _, _ = send(proxy, head(GEN, "Transfer-Encoding: chunked") + chunked(body_of(LIMIT)))
+    assert status == 200
+    [call] = model_calls(fake)
+    assert len(json.dumps(call["body"], separators=(",", ":"))) == LIMIT
+
+
+def test_body_shorter_than_its_content_length_is_400(proxy, fake):
+    short = body_of(100)[:60]
+    message = google_error(*send(proxy, head(GEN, "Content-Length: 100") + short,
+                                 half_close=True), 400)
+    assert "60 of the 100 bytes" in message
+    assert model_calls(fake) == []
+
+
+def test_body_that_never_finishes_is_408_after_the_body_timeout(proxy, fake):
+    with connect(proxy) as sock:
+        sock.sendall(head(GEN, "Content-Length: 1000") + b'{"contents":')
+        t0 = time.monotonic()
+        message = google_error(*answer(sock), 408)
+        waited = time.monotonic() - t0
+    assert "BODY_TIMEOUT_SECONDS" in message
+    assert 0.8 <= waited < 5
+    assert model_calls(fake) == []
+
+
+def test_every_answer_carries_the_request_id_of_its_row_and_log_line(proxy, fake):
+    r = requests.post(proxy.url + GEN, headers={"x-goog-api-key": USER_KEY},
+                      json={"contents": [{"parts": [{"text": "who am I"}]}]}, timeout=10)
+    assert r.status_code == 200
+    rid = r.headers["X-Request-Id"]
+    db = store_db.open_db(proxy.db)
+    row = wait_for(lambda: next(db.query("select status from requests where id = ?", [rid]), None))
+    assert row["status"] == 200
+    wait_for(lambda: f"id={rid} " in proxy.logs())
+    with requests.post(proxy.url + STREAM, headers={"x-goog-api-key": USER_KEY}, stream=True,
+                       json={"contents": [{"parts": [{"text": "stream"}]}]}, timeout=10) as s:
+        assert s.status_code == 200 and s.headers["X-Request-Id"] not in ("", rid)
+    others = [requests.get(proxy.url + "/health", timeout=5),
+              requests.post(proxy.url + GEN, json={}, timeout=5),  # 401
+              requests.get(proxy.url + "/nowhere", timeout=5)]
+    ids = {o.headers["X-Request-Id"] for o in others}
+    assert len(ids) == 3 and rid not in ids
+
+
 def test_sigkilled_workers_requests_are_closed_by_the_arbiter(live_factory, fake):
     fake.configure(chunks=40, chunk_delay_ms=250)  # a ten-second stream
     proxy = live_factory(workers=1)
@@ -127,3 +187,23 @@ def test_sigkilled_workers_requests_are_closed_by_the_arbiter(live_factory, fake
     assert proxy.proc.poll() is None  # the master lives on, and serves again
     wait_for(lambda: requests.get(proxy.url + "/health", timeout=5).ok)
     client.join(timeout=20)
+
+
+def test_request_bodies_share_a_per_worker_memory_budget(live_factory, fake):
+    fake.configure(chunks=40, chunk_delay_ms=100)
+    proxy = live_factory(workers=1, MAX_BUFFERED_BODY_MB="0.06", MAX_REQUEST_BODY_MB="0.05",
+                         BODY_TIMEOUT_SECONDS="1")
+    big = body_of(40000)
+    with connect(proxy) as holder:  # a stream holds its body's 40 kB until it ends
+        holder.sendall(head(STREAM, f"Content-Length: {len(big)}") + big)
+        holder.recv(1)
+        status, headers, body = send(proxy, head(GEN, f"Content-Length: {len(big)}") + big)
+        assert status == 503 and body["error"]["status"] == "UNAVAILABLE"
+        assert "MAX_BUFFERED_BODY_MB" in body["error"]["message"]
+        assert int(headers["Retry-After"]) >= 1
+        small = body_of(1000)  # what fits next to it goes through at once
+        status, _, _ = send(proxy, head(GEN, f"Content-Length: {len(small)}") + small)
+        assert status == 200
+    assert len(model_calls(fake)) == 2
+    # with the stream gone, the large body fits again
+    assert wait_for(lambda: send(proxy, head(GEN, f"Content-Length: {len(big)}") + big)[0] == 200)
