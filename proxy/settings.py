@@ -131,6 +131,8 @@ class Settings:
         "Request-body MiB one worker holds at once; more waits briefly, then gets 503.")
     body_timeout: float = setting("BODY_TIMEOUT_SECONDS", _positive(float), 30.0,
                                   "Seconds a client gets to send a request body in full (then 408).")
+    head_timeout: float = setting("HEAD_TIMEOUT_SECONDS", _positive(float), 5.0,
+                                  "Seconds a client gets to send a request's headers.")
     max_attempts: int = setting("RETRY_MAX_ATTEMPTS", _positive(int), 3,
                                 "Keys tried per request before giving up.")
     cooling_wait: float = setting("MAX_COOLDOWN_WAIT", _non_negative(float), 3.0,

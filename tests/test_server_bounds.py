@@ -139,6 +139,26 @@ def test_body_that_never_finishes_is_408_after_the_body_timeout(proxy, fake):
     assert model_calls(fake) == []
 
 
+def test_unread_body_keeps_the_connection_usable(proxy, fake):
+    """A refusal before the body is read (401) drains it; the next request on the socket works."""
+    with connect(proxy) as sock:
+        sock.sendall(head(GEN, "Content-Length: 4000", auth="x-goog-api-key: wrong")
+                     + body_of(4000))
+        google_error(*answer(sock), 401)
+        sock.sendall(head(GEN, "Content-Length: 4000") + body_of(4000))
+        status, headers, _ = answer(sock)
+    assert status == 200 and headers["X-Request-Id"]
+
+
+def test_gunicorns_own_refusals_are_json(proxy):
+    google_error(*send(proxy, b"NOT HTTP AT ALL\r\n\r\n"), 400)
+    message = google_error(*send(proxy, f"GET /{'a' * 5000} HTTP/1.1\r\nHost: p\r\n\r\n".encode()),
+                           414)
+    assert "request line is too long" in message
+    many = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(150))
+    google_error(*send(proxy, f"GET /health HTTP/1.1\r\nHost: p\r\n{many}\r\n".encode()), 431)
+
+
 def test_every_answer_carries_the_request_id_of_its_row_and_log_line(proxy, fake):
     r = requests.post(proxy.url + GEN, headers={"x-goog-api-key": USER_KEY},
                       json={"contents": [{"parts": [{"text": "who am I"}]}]}, timeout=10)
@@ -156,6 +176,31 @@ def test_every_answer_carries_the_request_id_of_its_row_and_log_line(proxy, fake
               requests.get(proxy.url + "/nowhere", timeout=5)]
     ids = {o.headers["X-Request-Id"] for o in others}
     assert len(ids) == 3 and rid not in ids
+
+
+def test_slow_heads_are_cut_and_real_clients_still_served(tmp_path, fake):
+    slots = 4
+    proxy = LiveProxy(tmp_path, fake.url, PROXY_WORKER_CONNECTIONS=str(slots),
+                      HEAD_TIMEOUT_SECONDS="1").start()
+    try:
+        slow = [connect(proxy) for _ in range(slots)]
+        for sock in slow:  # every connection slot holds a head that never ends
+            sock.sendall(b"POST " + GEN.encode() + b" HTTP/1.1\r\nHost: proxy\r\n")
+        t0 = time.monotonic()
+        assert requests.get(proxy.url + "/health", timeout=10).status_code == 200
+        assert time.monotonic() - t0 < 5  # gunicorn alone would hold the slots for 75 s
+        for sock in slow:
+            assert sock.recv(100) == b""  # closed by the proxy, without an answer
+            sock.close()
+        # an idle kept-alive connection may stay quiet longer than the head timeout
+        with connect(proxy) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            assert answer(sock)[0] == 200
+            time.sleep(2)  # idle past HEAD_TIMEOUT_SECONDS: this is what is being tested
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            assert answer(sock)[0] == 200
+    finally:
+        proxy.stop()
 
 
 def test_sigkilled_workers_requests_are_closed_by_the_arbiter(live_factory, fake):
