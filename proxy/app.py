@@ -19,6 +19,7 @@ from proxy.exchange import Counters
 from proxy.pool import KeyPool, Refresher
 from proxy.prices import Prices
 from proxy.settings import Settings, load_settings
+from proxy.serving_guard import ServingGuard
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy")
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     _register_error_handlers(app)
     if settings.cors_origins:
         _enable_cors(app, settings.cors_origins)
+    app.wsgi_app = ServingGuard(app.wsgi_app, settings)  # type: ignore[method-assign]
     return app
 
 
@@ -170,7 +172,11 @@ def _register_error_handlers(app: Flask) -> None:
                                      "Gemini calls live under /v1beta/ and /v1/, OpenAI ones under /v1/ and /openai/v1/.")
         if code == 405:
             return dialect_error(405, f"{request.method} is not allowed on {request.path}.")
-        return dialect_error(code, exc.description or exc.name)
+        resp = dialect_error(code, exc.description or exc.name)
+        retry = getattr(exc, "retry_after", None)  # set on the 503 for a full body budget
+        if isinstance(retry, int):
+            resp.headers["Retry-After"] = str(retry)
+        return resp
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

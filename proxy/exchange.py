@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import time
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from proxy import memory
@@ -15,6 +16,25 @@ if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent 
     from proxy.upstream import Reply
 
 log = logging.getLogger("proxy.request")
+
+# The id of the request being served (set per request by proxy.serving_guard, which also
+# sends it as X-Request-Id); a dict so the first Exchange can claim it, a second gets its own.
+REQUEST_ID: ContextVar[dict[str, Any] | None] = ContextVar("proxy_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """Return a fresh id: 96 random bits, unique across workers and cheaper than uuid4."""
+    return os.urandom(12).hex()
+
+
+def claim_request_id() -> str:
+    """Return the current request's id for its Exchange (a fresh one if none or taken)."""
+    slot = REQUEST_ID.get()
+    if slot is None or slot.get("claimed"):
+        return new_request_id()  # the id column is unique: never hand the same id out twice
+    slot["claimed"] = True
+    return slot["id"]
+
 
 _COUNTERS = {"ok", "rate_limited", "key_dead", "upstream_error", "client_error", "rejected"}
 
@@ -54,7 +74,7 @@ class Exchange:
     def __init__(self, sink: Any, *, user: "User | None", dialect: str, method: str, path: str,
                  model: str = "", stream: bool = False) -> None:
         self.sink = sink
-        self.id = os.urandom(12).hex()  # 96 random bits: unique across workers, cheaper than uuid4
+        self.id = claim_request_id()
         self.user = user
         self.dialect = dialect
         self.method = method
@@ -120,8 +140,8 @@ class Exchange:
                          error_class, error_message)
         if log.isEnabledFor(logging.INFO):
             rate = f"{tout / duration:.1f}" if tout and duration > 0 else "-"
-            log.info("%s %s model=%s key=%s status=%s attempts=%d ttfb=%s dur=%.1fms "
-                     "tokens=%d/%d tok/s=%s", self.method, self.path, self.model or "-",
+            log.info("%s %s id=%s model=%s key=%s status=%s attempts=%d ttfb=%s dur=%.1fms "
+                     "tokens=%d/%d tok/s=%s", self.method, self.path, self.id, self.model or "-",
                      key.masked if key else "-", status, len(attempts),
                      f"{ttfb * 1000:.1f}ms" if ttfb is not None else "-", duration * 1000,
                      tin, tout, rate)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from proxy.settings import Settings
+from proxy.settings import Settings, load_settings
 
 
 def options(settings: Settings) -> dict[str, Any]:
@@ -38,7 +38,20 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Forget a finished worker's live gauges, in the master."""
+    """In the master, once a worker has exited: forget its live gauges, and close the request
+    rows it left in flight (it was killed, or outlived the graceful timeout) as interrupted,
+    now rather than at the next full restart."""
     from proxy.multiproc import worker_gone
+    from proxy.server import close_interrupted
 
     worker_gone(worker.pid)
+    settings = getattr(server.app, "settings", None)  # ProxyServer's; plain gunicorn: read them
+    try:
+        closed = close_interrupted((settings or load_settings()).db_path, worker.pid)
+    except Exception as exc:  # the master must outlive a busy or broken database
+        server.log.warning("could not close the unfinished requests of worker %s: %s",
+                           worker.pid, exc)
+        return
+    if closed:
+        server.log.warning("worker %s left %d request(s) unfinished; marked interrupted",
+                           worker.pid, closed)

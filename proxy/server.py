@@ -39,14 +39,15 @@ class ProxyServer(BaseApplication):
         return create_app(self.settings)
 
 
-def close_interrupted(db_path: str) -> int:
-    """Close request rows a previous run left in flight (only the master, before workers start)."""
+def close_interrupted(db_path: str, worker_pid: int | None = None) -> int:
+    """Close request rows left in flight, in the master: all a previous run left (before
+    workers start), or those of one worker that has died (given `worker_pid`)."""
     from proxy.store import db as store_db
     from proxy.store.retention import close_interrupted as close
 
     db = store_db.open_db(db_path)
     try:
-        return close(db, time.time())
+        return close(db, time.time(), worker_pid)
     finally:
         db.close()
 

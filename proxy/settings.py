@@ -126,6 +126,13 @@ class Settings:
                                   "Seconds of upstream silence before giving up.")
     max_body_mb: float = setting("MAX_REQUEST_BODY_MB", _positive(float), 32.0,
                                  "Largest request body accepted, in MiB.")
+    max_buffered_body_mb: float = setting(
+        "MAX_BUFFERED_BODY_MB", _positive(float), 64.0,
+        "Request-body MiB one worker holds at once; more waits briefly, then gets 503.")
+    body_timeout: float = setting("BODY_TIMEOUT_SECONDS", _positive(float), 30.0,
+                                  "Seconds a client gets to send a request body in full (then 408).")
+    head_timeout: float = setting("HEAD_TIMEOUT_SECONDS", _positive(float), 5.0,
+                                  "Seconds a client gets to send a request's headers.")
     max_attempts: int = setting("RETRY_MAX_ATTEMPTS", _positive(int), 3,
                                 "Keys tried per request before giving up.")
     cooling_wait: float = setting("MAX_COOLDOWN_WAIT", _non_negative(float), 3.0,
@@ -157,6 +164,10 @@ class Settings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_buffered_body_bytes(self) -> int:
+        return int(self.max_buffered_body_mb * 1024 * 1024)
 
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with `changes` applied (already-parsed values)."""

@@ -1,4 +1,14 @@
-"""A gevent worker whose graceful stop waits for requests, not for idle keep-alive sockets.
+"""The gevent worker: bounded request heads, JSON refusals, and a graceful stop that waits
+for requests, not for idle keep-alive sockets.
+
+gunicorn gives a connection its whole keep-alive timeout (75 s, to outlive Traefik's idle
+connections) to send a request head, so a few hundred half-sent heads could hold every
+connection slot of a worker. Here a connection waits up to the keep-alive timeout while
+idle, but once it speaks (or right after it connects) its head must arrive within
+HEAD_TIMEOUT_SECONDS, and a body the app left unread is drained within that time too.
+
+gunicorn's own refusals (a malformed request line, a URL or headers over its limits) are
+HTML; here they are Google's JSON error envelope, with an X-Request-Id like every answer.
 
 gunicorn's gevent worker waits, on SIGTERM, until every connection greenlet ends. An idle
 keep-alive connection (Traefik keeps many) ends only at its keep-alive timeout, so a stop
@@ -8,25 +18,150 @@ are done, idle connections are shut for reading, which ends them at once.
 """
 from __future__ import annotations
 
+import json
 import socket
 import time
 from typing import Any
 
 import gevent
+from gevent.socket import wait_read
+from gunicorn import util
+from gunicorn.http.errors import (ConfigurationProblem, ExpectationFailed, ForbiddenProxyRequest,
+                                  InvalidResponseHeader, InvalidResponseHeaderName,
+                                  LimitRequestHeaders, LimitRequestLine, ParseException,
+                                  UnsupportedTransferCoding)
 from gunicorn.workers.ggevent import GeventWorker
 
-from proxy.exchange import Counters
+from proxy.exchange import Counters, new_request_id
+from proxy.settings import Settings, load_settings
+from proxy.translate.errors import GOOGLE_STATUS, gemini_error_body
 
 # Leave the writer time to flush before the arbiter's own graceful timeout kills us.
 FLUSH_MARGIN = 3.0
+# Seconds to keep reading (and discarding) after answering a request whose body failed, so
+# that closing does not reset the connection before the client has read the answer.
+LINGER = 1.0
+DRAIN_STEP = 1 << 16
+
+# gunicorn's refusals: (exception classes, status, reason, what the client should do)
+REFUSALS: list[tuple[tuple[type[BaseException], ...], int, str, str]] = [
+    ((LimitRequestLine,), 414, "URI Too Long",
+     "The request line is too long ({exc}); send long inputs in the request body."),
+    ((LimitRequestHeaders,), 431, "Request Header Fields Too Large",
+     "The request headers are too many or too large ({exc}); send fewer or shorter headers."),
+    ((UnsupportedTransferCoding,), 501, "Not Implemented",
+     "{exc}; send the body with a Content-Length or chunked."),
+    ((ExpectationFailed,), 417, "Expectation Failed",
+     "{exc}; only 'Expect: 100-continue' is understood."),
+    ((ForbiddenProxyRequest,), 403, "Forbidden",
+     "This peer may not send a PROXY protocol header ({exc})."),
+    ((ParseException,), 400, "Bad Request",
+     "The request is not valid HTTP/1.1 ({exc}); check the client, or what sits between it "
+     "and the proxy."),
+]
+# gunicorn's parse errors that are the proxy's fault, not the client's
+SERVER_FAULTS = (InvalidResponseHeader, InvalidResponseHeaderName, ConfigurationProblem)
+
+
+def refusal(exc: BaseException) -> tuple[int, str, str]:
+    """Return (status, reason, message) for an error gunicorn hands to handle_error."""
+    if not isinstance(exc, SERVER_FAULTS):
+        for kinds, status, reason, message in REFUSALS:
+            if isinstance(exc, kinds):
+                return status, reason, message.format(exc=str(exc)[:200] or type(exc).__name__)
+    return (500, "Internal Server Error", "The proxy failed to handle this request; the "
+            "traceback is in the proxy's log.")
+
+
+def error_response(status: int, reason: str, message: str) -> bytes:
+    """Return a whole HTTP/1.1 answer carrying Google's error envelope; the connection closes."""
+    name = None if status in GOOGLE_STATUS else "INVALID_ARGUMENT" if status < 500 else "INTERNAL"
+    body = json.dumps(gemini_error_body(status, message, name)).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"X-Request-Id: {new_request_id()}\r\n\r\n")
+    return head.encode("latin-1") + body
 
 
 class ProxyWorker(GeventWorker):
-    """GeventWorker that closes idle keep-alive connections once requests have drained."""
+    """GeventWorker with bounded heads, JSON refusals and a drain-then-stop graceful exit."""
 
     def init_process(self) -> None:
         self.connections: set[Any] = set()
-        super().init_process()
+        # ProxyServer carries the settings; plain `gunicorn proxy.wsgi:app` reads them as the
+        # app does
+        settings: Settings = getattr(self.app, "settings", None) or load_settings()
+        self.head_timeout = settings.head_timeout
+        self.drain_limit = settings.max_body_bytes
+        super().init_process()  # runs the worker until it stops
+
+    def timeout_ctx(self) -> gevent.Timeout:
+        """Bound the time to receive a request head (gunicorn's default is the keep-alive)."""
+        return gevent.Timeout(self.head_timeout, False)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+        """Serve one request, then wait (idle, up to the keep-alive) for the next one."""
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        except StopIteration:
+            self._finish_body(req, sock)
+            raise
+        if not self._finish_body(req, sock) or not self._await_next(req, sock):
+            raise StopIteration()
+
+    def _finish_body(self, req: Any, sock: Any) -> bool:
+        """Discard what the app left of the request body; False (after lingering) if we cannot."""
+        body = getattr(req, "body", None)
+        if body is None:
+            return True
+        if not getattr(body, "failed", False):
+            drained = 0
+            with gevent.Timeout(self.head_timeout, False):
+                try:
+                    while drained <= self.drain_limit:
+                        data = body.read(DRAIN_STEP)
+                        if not data:
+                            return True
+                        drained += len(data)
+                except Exception:  # a malformed rest of the body: the connection is done
+                    pass
+        self._linger(sock)
+        return False
+
+    def _linger(self, sock: Any) -> None:
+        """Stop sending, then read and discard for a moment, so that closing with unread
+        bytes does not reset the connection before the client has read our answer."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            with gevent.Timeout(LINGER, False):
+                while sock.recv(DRAIN_STEP):
+                    pass
+        except OSError:
+            pass
+
+    def _await_next(self, req: Any, sock: Any) -> bool:
+        """Wait for the client to speak again, up to the keep-alive; False if it stays quiet."""
+        unreader = getattr(req, "unreader", None)
+        if unreader is not None and unreader.buf.getbuffer().nbytes:
+            return True  # a pipelined request is already here
+        with gevent.Timeout(self.cfg.keepalive, False):
+            wait_read(sock.fileno())
+            return True
+        return False
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """Answer gunicorn's own refusals (and failures before an answer) in JSON, not HTML."""
+        if isinstance(exc, (gevent.GreenletExit, SystemExit)):
+            return  # the worker is stopping and cut this connection: nobody to answer
+        status, reason, message = refusal(exc)
+        if status >= 500:
+            self.log.exception("Error handling request %s", getattr(req, "uri", "(no URI read)"))
+        else:
+            self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        try:
+            util.write_nonblock(client, error_response(status, reason, message))
+        except Exception:
+            self.log.debug("Failed to send error message.")
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         self.connections.add(client)

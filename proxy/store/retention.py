@@ -46,11 +46,18 @@ def prune_once(db: Database, now: float, policy: Retention) -> int:
     return deleted
 
 
-def close_interrupted(db: Database, now: float) -> int:
-    """Mark requests left in flight by a previous run (a crash, a SIGKILL) as interrupted."""
+def close_interrupted(db: Database, now: float, worker_pid: int | None = None) -> int:
+    """Mark requests left in flight as interrupted: by a previous run (a crash, a SIGKILL),
+    or, given `worker_pid`, by that one worker process, which has died."""
+    where, params = "status IS NULL AND started_at < ?", [now]
+    message = "the proxy stopped before it finished"
+    if worker_pid is not None:
+        where += " AND worker_pid = ?"
+        params.append(worker_pid)
+        message = "the worker process serving it stopped before it finished"
     with transaction(db):
         cur = db.execute(
             "UPDATE requests SET status = 499, ended_at = coalesce(ended_at, ?), "
-            "error_class = 'interrupted', error_message = 'the proxy stopped before it finished' "
-            "WHERE status IS NULL AND started_at < ?", (now, now))
+            f"error_class = 'interrupted', error_message = ? WHERE {where}",
+            (now, message, *params))
         return cur.rowcount or 0
