@@ -46,7 +46,7 @@ class TabLine(Static):
 
 
 class StatusLine(Static):
-    """Show up/down, version, request rate, in-flight count and usable/cooling/dead keys."""
+    """Show up/down, version, request rate, in-flight count and usable/cooling/sick/dead keys."""
 
     def show(self, status: dict[str, Any] | None, *, error: str | None = None) -> None:
         """Draw the status, or the error that stopped the last read."""
@@ -71,7 +71,8 @@ class StatusLine(Static):
             line.append(f" (seen {ago(seen, now)} ago)" if seen else " (never seen)", style="dim")
         line.append(" │ ", style="dim")
         line.append(f"{status['rate']:.1f}", style="bold")
-        line.append(" req/s")
+        # Say the window: a rate is only honest with the span it averages over.
+        line.append(f" req/s ({status.get('rate_window', 60):g}s)")
         if status["up"]:
             line.append(f" · {status['inflight']} in flight")
         keys = status["keys"]
@@ -80,6 +81,9 @@ class StatusLine(Static):
         line.append(" ok ")
         line.append(str(keys["cooling"]), style="bold yellow" if keys["cooling"] else "")
         line.append(" cool ")
+        sick = keys.get("sick", 0)
+        line.append(str(sick), style="bold dark_orange" if sick else "")
+        line.append(" sick ")
         line.append(str(keys["dead"]), style="bold red" if keys["dead"] else "")
         line.append(" dead")
         if keys["disabled"]:
