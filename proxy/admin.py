@@ -265,7 +265,7 @@ def _keys_list(db: Database, args: argparse.Namespace) -> int:
             count(k["attempts_today"]), count(k["tokens_today"]),
             f"{k['rpm_used']}/{k['rpm_cap']}" if k["rpm_cap"] else "-",
             # As in the console: why a dead key is dead, else the last error it got.
-            (k["invalid_reason"] if k["state"] == "dead" else k["last_error"]) or "",
+            _one_line(k["invalid_reason"] if k["state"] == "dead" else k["last_error"]),
         ]
         for k in keys
     ]
@@ -359,8 +359,10 @@ def _table(headers: list[str], rows: Iterable[list[str]], right: set[int] = froz
         print(line(row))
 
 
-
-
+def _one_line(text: str | None, limit: int = 100) -> str:
+    """Return `text` on one line, cut to `limit` characters (Google's quota errors run to several lines)."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _or_none(value: int | None) -> str:

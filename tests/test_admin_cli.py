@@ -159,6 +159,9 @@ def test_keys_list_says_dead_and_sick_as_the_console_does(run, db_file):
     run("keys", "add", "fake-key-0002-dead", "--label", "dead")
     run("keys", "add", "fake-key-0003-sick", "--label", "sick")
     db(db_file).execute("UPDATE google_keys SET invalid_reason = 'API_KEY_INVALID: API key not valid' WHERE id = 2")
+    # Google's quota errors run to several lines: the listing keeps one line per key.
+    db(db_file).execute("UPDATE google_keys SET last_error = ? WHERE id = 1",
+                        ("You exceeded your current quota.\n* Quota exceeded for metric: " + "x" * 200,))
     # The sick key answered 503 to five tries this minute, each retried on another key.
     put_minute(db_file, 3, int(time.time() // 60), upstream_error=5)
     done = gemini_proxy(db_file.parent, "keys", "list", "--db", str(db_file))
@@ -166,6 +169,7 @@ def test_keys_list_says_dead_and_sick_as_the_console_does(run, db_file):
     header, good, dead, sick = done.stdout.splitlines()
     assert header.split()[3] == "STATUS"
     assert good.split()[1:4] == ["fake…good", "good", "usable"]
+    assert "quota. * Quota exceeded" in good and good.endswith("x…")
     assert dead.split()[1:4] == ["fake…dead", "dead", "dead"] and "API_KEY_INVALID: API key not valid" in dead
     assert sick.split()[1:4] == ["fake…sick", "sick", "sick"]
     assert "5/5" in sick.split() and sick.split()[sick.split().index("5/5") + 1] == "5"  # 5 tries today

@@ -13,6 +13,7 @@ from textual.widgets import Input
 from test_console_seed import USERS, add_recent_requests, add_sick_key, put_stats, request_row, seed_db
 
 from console.app import ConsoleApp
+from console.header import keys_text
 from console.health import HealthStrip, strip_text
 from console.modals import AddKeyScreen, AddUserScreen, CapScreen, ConfirmScreen, LimitsScreen, TextScreen
 from console.panes import KeysPane, LogsPane, RequestsPane, StatsPane, UsersPane
@@ -529,7 +530,7 @@ def test_a_key_failing_every_try_shows_sick_with_its_errors(db_path):
             await pilot.press("end")
             await until(pilot, lambda: pane.current()["id"] == int(delta))
             detail = str(app.query_one("#key-detail").render())
-            assert "5m: upstream 6 of 6" in detail and "60m: upstream 10, rate-limited 2 of 12" in detail
+            assert "5m: upstream 6 of 6 · 60m: upstream 10, rate-limited 2 of 12" in detail
     run(go)
 
 
@@ -662,3 +663,10 @@ def test_strip_fits_its_width_and_shows_more_models_when_wider():
     assert all(f"model-{i} " in wide for i in range(8)) and "more" not in wide
     shown = lambda text: sum(f"model-{i} " in text for i in range(8))  # noqa: E731
     assert shown(strip_text(health, 120, now).plain) > shown("\n".join(narrow))
+
+
+def test_status_line_leaves_out_zero_key_counts_only_when_narrow():
+    counts = {"usable": 3, "cooling": 0, "sick": 2, "dead": 0, "disabled": 1}
+    assert keys_text(counts, drop_zeros=False).plain == " │ keys 3 ok 0 cool 2 sick 0 dead 1 off"
+    assert keys_text(counts, drop_zeros=True).plain == " │ keys 3 ok 2 sick 1 off"
+    assert keys_text({**counts, "disabled": 0}, drop_zeros=False).plain == " │ keys 3 ok 0 cool 2 sick 0 dead"

@@ -196,11 +196,9 @@ class KeysPane(Pane):
         out.append("\nfailed tries", style="dim")
         for window in ("5m", "60m"):
             failed = k[f"failed_{window}"]
-            out.append(f" {window}: ", style="dim")
+            out.append(f"{' ·' if window == '60m' else ''} {window}: ", style="dim")
             out.append(failures_text(failed), style="red" if failed else "")
             out.append(f" of {count(k[f'attempts_{window}'])}", style="dim")
-        if k["sick"]:
-            out.append(" · sick: most recent tries failed", style="bold dark_orange")
         if k["cooldowns"]:
             out.append("\ncooling: ", style="yellow")
             out.append(", ".join(
