@@ -363,10 +363,10 @@ def proxy_status(db: Database, *, now: float) -> dict[str, Any]:
 
 
 def key_state(key: dict[str, Any], cooling: bool, sick: bool = False) -> str:
-    """Name a key's state: removed, disabled, dead, sick (most recent tries failed), cooling
-    (some model resting) or usable.
+    """Name a key's state: removed, disabled, dead, sick, cooling (some model resting) or usable.
 
-    Sick outranks cooling: a key failing its tries needs the operator; a resting one only time.
+    Sick (most recent tries failed, see is_sick) outranks cooling: a key failing its tries
+    needs the operator; a resting one only needs time.
     """
     if key["status"] == "removed":
         return "removed"
