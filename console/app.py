@@ -30,6 +30,7 @@ from proxy.store.util import StoreError
 from .actions import Actions
 from .detail import request_view
 from .header import StatusLine, TabLine
+from .health import HealthStrip
 from .modals import TextScreen
 from .panes import PANES, KeysPane, Pane, RequestsPane
 from .panes.base import key_label
@@ -49,6 +50,8 @@ class Tick:
     header: dict[str, Any]
     data: Any
     asked: bool
+    health: dict[str, Any] | None = None
+    at: float = 0.0
 
 
 class ConsoleApp(App[int]):
@@ -85,10 +88,12 @@ class ConsoleApp(App[int]):
         # Kept as attributes: queries would search whichever screen is on top (a dialog).
         self.tab_line = TabLine(id="tabs")
         self.status_line = StatusLine(id="status")
+        self.health_strip = HealthStrip(id="health")
         self.switcher = ContentSwitcher(initial="requests", id="panes")
         self.panes: list[Pane] = [cls() for cls in PANES]
         yield self.tab_line
         yield self.status_line
+        yield self.health_strip
         with self.switcher:
             yield from self.panes
         yield Footer()
@@ -100,6 +105,7 @@ class ConsoleApp(App[int]):
 
     def on_mount(self) -> None:
         self.status_line.show(None)
+        self.health_strip.show(None)
         self.refresh_tabs()
         self.pane.main_widget().focus()
         self.poll_now()
@@ -145,9 +151,11 @@ class ConsoleApp(App[int]):
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _tick(self, pane_id: str, generation: int, job: Callable[[Reader], Any] | None) -> Tick:
-        header = self.reader.header(time.time())
+        now = time.time()
+        header = self.reader.header(now)
+        health = self.reader.health(now)
         data = job(self.reader) if job is not None else None
-        return Tick(pane_id, generation, header, data, job is not None)
+        return Tick(pane_id, generation, header, data, job is not None, health, now)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -167,6 +175,7 @@ class ConsoleApp(App[int]):
     def _apply(self, tick: Tick) -> None:
         self.status = tick.header
         self.status_line.show(tick.header)
+        self.health_strip.show(tick.health, tick.at)
         pane = next((p for p in self.panes if p.id == tick.pane_id), None)
         if pane is None or not tick.asked:
             return

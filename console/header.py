@@ -45,11 +45,35 @@ class TabLine(Static):
         self.update(line)
 
 
+# The key counts of the status line: (state, label, style when non-zero).
+KEY_PARTS = (("usable", "ok", "bold green"), ("cooling", "cool", "bold yellow"),
+             ("sick", "sick", "bold dark_orange"), ("dead", "dead", "bold red"), ("disabled", "off", "dim"))
+
+
+def keys_text(keys: dict[str, int], *, drop_zeros: bool) -> Text:
+    """Return ` │ keys 3 ok 1 cool 1 sick 1 dead`; with drop_zeros, zero counts after ok are left out."""
+    out = Text(" │ keys", style="dim")
+    for name, label, style in KEY_PARTS:
+        n = keys.get(name, 0)
+        if not n and name != "usable" and (drop_zeros or name == "disabled"):
+            continue
+        out.append(" ")
+        out.append(str(n), style=style if n else "")
+        out.append(f" {label}", style="dim" if name == "disabled" else "")
+    return out
+
+
 class StatusLine(Static):
-    """Show up/down, version, request rate, in-flight count and usable/cooling/dead keys."""
+    """Show up/down, version, request rate, in-flight count and usable/cooling/sick/dead keys."""
+
+    _last: tuple[dict[str, Any] | None, str | None] = (None, None)
+
+    def on_resize(self) -> None:
+        self.show(*self._last[:1], error=self._last[1])
 
     def show(self, status: dict[str, Any] | None, *, error: str | None = None) -> None:
         """Draw the status, or the error that stopped the last read."""
+        self._last = (status, error)
         line = Text(no_wrap=True, overflow="ellipsis")
         if error:
             line.append(" ⚠ ", style="bold red")
@@ -71,17 +95,12 @@ class StatusLine(Static):
             line.append(f" (seen {ago(seen, now)} ago)" if seen else " (never seen)", style="dim")
         line.append(" │ ", style="dim")
         line.append(f"{status['rate']:.1f}", style="bold")
-        line.append(" req/s")
+        # Say the window: a rate is only honest with the span it averages over.
+        line.append(f" req/s ({status.get('rate_window', 60):g}s)")
         if status["up"]:
             line.append(f" · {status['inflight']} in flight")
-        keys = status["keys"]
-        line.append(" │ keys ", style="dim")
-        line.append(str(keys["usable"]), style="bold green")
-        line.append(" ok ")
-        line.append(str(keys["cooling"]), style="bold yellow" if keys["cooling"] else "")
-        line.append(" cool ")
-        line.append(str(keys["dead"]), style="bold red" if keys["dead"] else "")
-        line.append(" dead")
-        if keys["disabled"]:
-            line.append(f" {keys['disabled']} off", style="dim")
+        keys = keys_text(status["keys"], drop_zeros=False)
+        if line.cell_len + keys.cell_len > (self.size.width or 80):
+            keys = keys_text(status["keys"], drop_zeros=True)  # narrow: only the counts that matter
+        line.append_text(keys)
         self.update(line)

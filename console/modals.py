@@ -1,4 +1,4 @@
-"""Dialogs: confirm, add a key, add a user, set limits, show a secret once, show a long text."""
+"""Dialogs: confirm, add a key, cap a key, add a user, set limits, show a secret once, show a long text."""
 from __future__ import annotations
 
 import re
@@ -65,6 +65,33 @@ class AddKeyScreen(ModalScreen[tuple[str, str] | None]):
             self.query_one("#label", Input).focus()
             return
         self.dismiss((value, self.query_one("#label", Input).value.strip()))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CapScreen(ModalScreen[int | None]):
+    """Ask for a key's requests-per-minute cap (per model); dismiss with it, 0 = no cap."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, name: str, rpm: int | None) -> None:
+        super().__init__()
+        self.key_name, self.rpm = name, rpm
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Text(f"Requests per minute for {self.key_name}", style="bold"))
+            yield Static(Text("Per model, across all workers: the pool paces itself below it instead "
+                              "of collecting 429s. Use a little less than the key's Google limit. "
+                              "Empty or 0: no cap.", style="dim"))
+            yield Input(str(self.rpm or ""), placeholder="requests per minute (empty: no cap)", id="rpm",
+                        restrict=r"[0-9]*", max_length=7)
+            yield Static(Text.from_markup("[b]enter[/b] save   [b]esc[/b] cancel"), classes="dialog-keys")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(int(event.value.strip() or "0"))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

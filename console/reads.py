@@ -66,6 +66,11 @@ class Reader:
         with self._lock:
             return views.proxy_status(self._conn(), now=now or time.time())
 
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """Return the pool's health per model in use, for the strip above every pane."""
+        with self._lock:
+            return views.pool_health(self._conn(), now=now or time.time())
+
     def requests(self, flt: views.RequestFilter, now: float | None = None) -> list[dict[str, Any]]:
         """Return the newest requests matching `flt`, in-flight ones included."""
         with self._lock:

@@ -117,9 +117,12 @@ def _add_keys(subparsers: argparse._SubParsersAction) -> None:
 
     p = leaf(
         group, "list", help="show the keys with their health and usage",
-        description="Show every key with its status, cooldowns still running (per model, "
-        "with time left), success rate over the last 15 minutes, and requests and tokens "
-        "since midnight Pacific time (when Google's daily quotas reset).",
+        description="Show every key with its state (usable, cooling, sick: most recent tries "
+        "failed, dead: with the reason, disabled), cooldowns still running (per model, with "
+        "time left), success rate over the last 15 minutes, failed tries over the last 5 and "
+        "60 minutes, tries and tokens since midnight Pacific time (when Google's daily quotas "
+        "reset), and RPM/CAP: tries this minute on the key's busiest model against its "
+        "per-model cap. Tries count every upstream attempt made with the key, retries included.",
     )
     p.add_argument("--all", action="store_true", help="include removed keys")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -255,16 +258,20 @@ def _keys_list(db: Database, args: argparse.Namespace) -> int:
     ts = time.time()
     rows = [
         [
-            str(k["id"]), k["masked"], k["label"] or "", k["status"],
-            ", ".join(f"{c['model']} {span(c['cool_until'] - ts)}" for c in k["cooldowns"]) or "-",
+            str(k["id"]), k["masked"], k["label"] or "", k["state"],
+            ", ".join(f"{c['model'] or 'all'} {span(c['cool_until'] - ts)}" for c in k["cooldowns"]) or "-",
             "-" if k["success_rate"] is None else f"{k['success_rate']:.0%}",
-            count(k["requests_today"]), count(k["tokens_today"]),
-            k["invalid_reason"] or "",
+            f"{count(sum(k['failed_5m'].values()))}/{count(sum(k['failed_60m'].values()))}",
+            count(k["attempts_today"]), count(k["tokens_today"]),
+            f"{k['rpm_used']}/{k['rpm_cap']}" if k["rpm_cap"] else "-",
+            # As in the console: why a dead key is dead, else the last error it got.
+            _one_line(k["invalid_reason"] if k["state"] == "dead" else k["last_error"]),
         ]
         for k in keys
     ]
-    headers = ["ID", "KEY", "LABEL", "STATUS", "COOLING", "OK 15M", "REQ TODAY", "TOK TODAY", "INVALID"]
-    _table(headers, rows, right={0, 5, 6, 7})
+    headers = ["ID", "KEY", "LABEL", "STATUS", "COOLING", "OK 15M", "FAILED 5M/1H", "TRIES TODAY",
+               "TOK TODAY", "RPM/CAP", "LAST ERROR"]
+    _table(headers, rows, right={0, 5, 6, 7, 8, 9})
     return 0
 
 
@@ -352,8 +359,10 @@ def _table(headers: list[str], rows: Iterable[list[str]], right: set[int] = froz
         print(line(row))
 
 
-
-
+def _one_line(text: str | None, limit: int = 100) -> str:
+    """Return `text` on one line, cut to `limit` characters (Google's quota errors run to several lines)."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _or_none(value: int | None) -> str:

@@ -17,13 +17,15 @@ from pathlib import Path
 from proxy.settings import Settings
 
 DEMO_USER_KEY = "demo-user-key-0001"
-# Four keys with different characters, so the console has something to show:
-# one healthy, one tired quickly, one dead, one flaky.
+# Five keys with different characters, so the console shows every state a key can be in:
+# one healthy (usable), one tired quickly (cooling), one dead, one flaky, and one whose every
+# answer is a 503 (sick: the pool still tries it now and then, and each try fails).
 DEMO_KEYS = {
     "demo-key-healthy-0001": {},
     "demo-key-tired-0002": {"rpm": 4, "retry_delay_s": 20},
     "demo-key-dead-0003": {"mode": "invalid"},
     "demo-key-flaky-0004": {"sequence": ["overload", "ok", "ok", "overload", "ok", "ok"]},
+    "demo-key-sick-0005": {"mode": "overload"},
 }
 PROMPTS = ["Write a haiku about SQLite.", "Explain gevent in one sentence.",
            "What is a key pool?", "Summarise the plot of Hamlet.", "Say hello in French."]
@@ -177,7 +179,8 @@ def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = Fa
         console = "gemini-console" + ("" if db_path == "data/keys.db" else f" --db {db_path}")
         print(f"""
 gemini-proxy demo is running on {base} against a fake Gemini API ({fake_url}).
-Demo keys: one healthy, one that tires after 4 requests a minute, one dead, one flaky.
+Demo keys: one healthy, one that tires after 4 requests a minute, one dead, one flaky,
+and one that answers 503 to everything.
 Your user key: {DEMO_USER_KEY}
 
   curl -s {base}/v1beta/models/gemini-2.5-flash:generateContent \\

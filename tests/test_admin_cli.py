@@ -106,7 +106,7 @@ def test_keys_add_list_on_a_fresh_path(run, db_file):
     assert code == 0
     header, line = out.splitlines()
     assert header.split()[:4] == ["ID", "KEY", "LABEL", "STATUS"]
-    assert line.split()[:4] == ["1", "fake…abcd", "main", "active"]
+    assert line.split()[:4] == ["1", "fake…abcd", "main", "usable"]
     assert "fake-key-0001-abcd" not in out
 
 
@@ -124,7 +124,7 @@ def test_keys_list_shows_cooldowns_rates_and_usage(run, db_file):
     line = out.splitlines()[1]
     assert "gemini-2.5-pro 3m1" in line  # 3m12s or 3m11s depending on the clock
     assert "75%" in line
-    assert line.split()[-2:] == ["4", "1.5k"]
+    assert line.split()[-4:] == ["1/1", "4", "1.5k", "-"]  # failed 5m/1h, tries, tokens, no cap
 
 
 def test_keys_list_json_and_all(run):
@@ -136,7 +136,56 @@ def test_keys_list_json_and_all(run):
     assert [k["id"] for k in keys] == [1]
     assert "value" not in keys[0] and "fake-key-0001" not in out
     _, out, _ = run("keys", "list", "--all", "--json")
-    assert [(k["id"], k["status"]) for k in json.loads(out)] == [(1, "active"), (2, "removed")]
+    assert [(k["id"], k["status"], k["state"]) for k in json.loads(out)] == [
+        (1, "active", "usable"), (2, "removed", "removed")]
+    # The fields scripts already read are all still there, beside the new ones.
+    before = {"id", "masked", "label", "status", "invalid_reason", "invalid_at", "created_at", "updated_at",
+              "last_used_at", "last_error", "rpm_cap", "usable", "cooldowns", "success_rate",
+              "requests_today", "tokens_today"}
+    new = {"state", "sick", "attempts_today", "attempts_5m", "attempts_60m", "failed_5m", "failed_60m",
+           "rpm_used", "rpm_used_model"}
+    assert before | new <= set(keys[0])
+
+
+def put_minute(path, key_id: int, minute: int, **counts: int) -> None:
+    cols = ", ".join(counts)
+    db(path).execute(
+        f"INSERT INTO stats_minute (minute, key_id, model, {cols}) VALUES (?, ?, 'gemini-2.5-flash', "
+        f"{', '.join('?' * len(counts))})", (minute, key_id, *counts.values()))
+
+
+def test_keys_list_says_dead_and_sick_as_the_console_does(run, db_file):
+    run("keys", "add", "fake-key-0001-good", "--label", "good")
+    run("keys", "add", "fake-key-0002-dead", "--label", "dead")
+    run("keys", "add", "fake-key-0003-sick", "--label", "sick")
+    db(db_file).execute("UPDATE google_keys SET invalid_reason = 'API_KEY_INVALID: API key not valid' WHERE id = 2")
+    # Google's quota errors run to several lines: the listing keeps one line per key.
+    db(db_file).execute("UPDATE google_keys SET last_error = ? WHERE id = 1",
+                        ("You exceeded your current quota.\n* Quota exceeded for metric: " + "x" * 200,))
+    # The sick key answered 503 to five tries this minute, each retried on another key.
+    put_minute(db_file, 3, int(time.time() // 60), upstream_error=5)
+    done = gemini_proxy(db_file.parent, "keys", "list", "--db", str(db_file))
+    assert done.returncode == 0, done.stderr
+    header, good, dead, sick = done.stdout.splitlines()
+    assert header.split()[3] == "STATUS"
+    assert good.split()[1:4] == ["fake…good", "good", "usable"]
+    assert "quota. * Quota exceeded" in good and good.endswith("x…")
+    assert dead.split()[1:4] == ["fake…dead", "dead", "dead"] and "API_KEY_INVALID: API key not valid" in dead
+    assert sick.split()[1:4] == ["fake…sick", "sick", "sick"]
+    assert "5/5" in sick.split() and sick.split()[sick.split().index("5/5") + 1] == "5"  # 5 tries today
+
+
+def test_keys_list_shows_the_rpm_cap_and_its_use(run, db_file):
+    run("keys", "add", "fake-key-0001-abcd")
+    run("keys", "cap", "1", "--rpm", "10")
+    # The same tries in this minute and the next: whichever the command reads in, it sees 3.
+    for minute in (int(time.time() // 60), int(time.time() // 60) + 1):
+        put_minute(db_file, 1, minute, ok=3)
+    _, out, _ = run("keys", "list")
+    assert "RPM/CAP" in out.splitlines()[0] and "3/10" in out.splitlines()[1].split()
+    _, out, _ = run("keys", "list", "--json")
+    key = json.loads(out)[0]
+    assert (key["rpm_cap"], key["rpm_used"], key["rpm_used_model"]) == (10, 3, "gemini-2.5-flash")
 
 
 def test_key_actions(run, db_file):

@@ -10,15 +10,17 @@ from typing import Any, Callable
 import pytest
 from rich.console import Console
 from textual.widgets import Input
-from test_console_seed import USERS, request_row, seed_db
+from test_console_seed import USERS, add_recent_requests, add_sick_key, put_stats, request_row, seed_db
 
 from console.app import ConsoleApp
-from console.modals import AddKeyScreen, AddUserScreen, ConfirmScreen, LimitsScreen, TextScreen
+from console.header import keys_text
+from console.health import HealthStrip, strip_text
+from console.modals import AddKeyScreen, AddUserScreen, CapScreen, ConfirmScreen, LimitsScreen, TextScreen
 from console.panes import KeysPane, LogsPane, RequestsPane, StatsPane, UsersPane
 from console.table import KeyedTable
-from proxy.store import find_key, list_keys, list_users, open_db
+from proxy.store import add_user, find_key, list_keys, list_users, open_db
 from proxy.store.schema import REQUEST_COLUMNS
-from proxy.store.util import hash_user_key
+from proxy.store.util import hash_user_key, minute_of
 
 SIZE = (80, 24)
 
@@ -211,9 +213,9 @@ def test_keys_sort_by_column(db_path):
             await until(pilot, lambda: keys_of(t) == [alpha, beta, gamma])
             await pilot.press("S")  # reversed: no traffic, then worst
             await until(pilot, lambda: keys_of(t) == [gamma, beta, alpha])
-            await pilot.press("s")  # requests today, most first
+            await pilot.press("s")  # tries today, most first
             await until(pilot, lambda: keys_of(t)[0] == alpha)
-            assert "req▼" in t.columns[t.ordered_columns[4].key].label.plain
+            assert "tries▼" in t.columns[t.ordered_columns[4].key].label.plain
     run(go)
 
 
@@ -499,3 +501,172 @@ def test_attempt_keys_are_masked_even_if_stored_whole(tmp_path):
     text = console.export_text()
     assert "fake-key-0001-full" not in text and "fake…full" in text
     assert json.dumps(row)  # the row itself is untouched
+
+
+def cells(t: KeyedTable, key: str) -> list[str]:
+    return [c.plain.strip() for c in t.get_row(key)]
+
+
+def status_text(app: ConsoleApp) -> str:
+    return str(app.query_one("#status").render())
+
+
+def test_a_key_failing_every_try_shows_sick_with_its_errors(db_path):
+    delta = str(add_sick_key(db_path, time.time()))
+
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            pane = app.query_one(KeysPane)
+            t = table(app, KeysPane)
+            await until(pilot, lambda: t.row_count == 4)
+            row = cells(t, delta)
+            assert row[2] == "sick" and row[5] == "6/12"  # failed tries, last 5 / 60 minutes
+            # tries count attempts: beta was tried 3 times (one retried request), ended 2.
+            assert cells(t, "2")[4] == "3" and cells(t, "1")[4] == "25"
+            # The header counts the sick key apart from the usable ones.
+            await until(pilot, lambda: "1 ok 1 cool 1 sick 1 dead" in status_text(app))
+            await pilot.press("end")
+            await until(pilot, lambda: pane.current()["id"] == int(delta))
+            detail = str(app.query_one("#key-detail").render())
+            assert "5m: upstream 6 of 6 · 60m: upstream 10, rate-limited 2 of 12" in detail
+    run(go)
+
+
+def test_rpm_cap_is_shown_and_set_from_the_keys_pane(db_path):
+    db = open_db(db_path)
+    # The same tries in this minute and the next: whichever minute the console reads in, it sees 4.
+    for minute in (minute_of(time.time()), minute_of(time.time()) + 1):
+        put_stats(db, minute, 2, "gemini-2.5-pro", 1, ok=3, rate_limited=1)
+    db.close()
+
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            t = table(app, KeysPane)
+            await until(pilot, lambda: t.row_count == 3)
+            assert cells(t, "2")[6] == "—"
+            await pilot.press("down", "c")  # beta
+            await until(pilot, lambda: isinstance(app.screen, CapScreen))
+            await type_into(pilot, app, "10")
+            await until(pilot, lambda: db_keys(db_path)["beta"]["rpm_cap"] == 10)
+            await until(pilot, lambda: cells(t, "2")[6] == "4/10")
+            detail = str(app.query_one("#key-detail").render())
+            assert "cap 10/min per model: 4 tries this minute (gemini-2.5-pro)" in detail
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, CapScreen))
+            await type_into(pilot, app, "0")  # lifts the cap
+            await until(pilot, lambda: db_keys(db_path)["beta"]["rpm_cap"] is None)
+            await until(pilot, lambda: cells(t, "2")[6] == "—")
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, TextScreen))
+            assert "cap the requests per minute" in screen_text(app)
+    run(go)
+
+
+def test_stats_count_requests_for_users_and_tries_for_keys(db_path):
+    db = open_db(db_path)
+    carol = add_user(db, "carol", "fake-user-key-carol-0003")[0]
+    # carol's one request: 429 on beta, then answered by alpha.
+    put_stats(db, minute_of(time.time()), 2, "gemini-2.5-flash", carol, rate_limited=1)
+    put_stats(db, minute_of(time.time()), 1, "gemini-2.5-flash", carol, requests=1, ok=1)
+    db.close()
+
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            t = table(app, StatsPane)
+            pane = app.query_one(StatsPane)
+            await until(pilot, lambda: t.row_count == 2)
+            labels = [t.columns[c.key].label.plain.strip() for c in t.ordered_columns]
+            assert labels[1:4] == ["tries", "ok%", "fail"]
+            beta = next(k for k in keys_of(t) if cells(t, k)[0] == "beta")
+            assert cells(t, beta)[1:4] == ["4", "25%", "3"]  # 4 tries, 1 ok, 3 failed
+            await pilot.press("g", "g")  # per user
+            await until(pilot, lambda: pane.group == "user_id" and "carol" in {cells(t, k)[0] for k in keys_of(t)})
+            labels = [t.columns[c.key].label.plain.strip() for c in t.ordered_columns]
+            assert labels[1:4] == ["req", "ok%", "err"]
+            row = next(cells(t, k) for k in keys_of(t) if cells(t, k)[0] == "carol")
+            assert row[1:4] == ["1", "100%", "0"]  # what carol got: one request, answered
+            bob = next(cells(t, k) for k in keys_of(t) if cells(t, k)[0] == "bob")
+            assert bob[1:4] == ["2", "50%", "1"]
+    run(go)
+
+
+def test_day_and_week_spans_show_their_date(db_path):
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            pane = app.query_one(StatsPane)
+            info = lambda: str(pane.query_one(".info").render())  # noqa: E731
+            await until(pilot, lambda: "→ now" in info() and "reading" not in info())
+            hour = minute_of(time.time()) // 60
+            for key, span, first_hour in (("r", "day", hour - 23), ("r", "week", hour - 7 * 24 + 1)):
+                await pilot.press(key)
+                day = time.strftime("%a %d %b", time.localtime(first_hour * 3600))
+                await until(pilot, lambda: pane.span == span and f"{day} " in info() and "→ now" in info())
+    run(go)
+
+
+def test_header_rate_is_over_the_last_ten_seconds(db_path):
+    now = time.time()
+    add_recent_requests(db_path, now, [request_row(100 + i, now, started_at=now - 1) for i in range(24)])
+
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            # 24 requests a second ago (and one in flight): 2.5 req/s over 10 s, not 0.4 over 60.
+            await until(pilot, lambda: "2.5 req/s (10s)" in status_text(app))
+    run(go)
+
+
+def test_pool_health_strip_sits_above_every_pane(db_path):
+    now = time.time()
+    add_sick_key(db_path, now)
+    add_recent_requests(db_path, now, [
+        request_row(100, now, started_at=now - 5, status=429, model="gemini-2.5-pro"),
+        request_row(101, now, started_at=now - 5, status=503),
+    ])
+
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            strip = app.query_one(HealthStrip)
+            text = lambda: str(strip.render())  # noqa: E731
+            await until(pilot, lambda: "2.5-flash" in text())
+            line = text().splitlines()[0]
+            assert "2.5-flash 3/4 keys 5xx×1" in line and "2.5-pro 2/4 keys, back 10m" in line
+            assert "429×1" in line and line.rstrip().endswith("1 sick · 1 dead") and len(line) <= 80
+            for n in "12345":
+                await pilot.press(n)
+                await pilot.pause()
+                assert strip.region.height in (1, 2) and strip.region.y == 2  # under the two header lines
+                pane = app.pane
+                assert pane.region.y == 2 + strip.region.height
+    run(go)
+
+
+def test_strip_fits_its_width_and_shows_more_models_when_wider():
+    now = 1_000_000.0
+    models = [{"model": f"gemini-model-{i}", "usable": 3, "total": 4, "resting": 1, "back_at": now + 75,
+               "got_429": 12, "got_5xx": 3, "requests": 100 - i} for i in range(8)]
+    health = {"models": models, "keys": {"total": 4, "usable": 3, "sick": 0, "dead": 1, "disabled": 0}}
+    narrow = strip_text(health, 80, now).plain.splitlines()
+    assert len(narrow) == 2 and all(len(line) <= 80 for line in narrow)
+    assert narrow[0].startswith(" model-0 3/4 keys, back 1m15s 429×12 5xx×3")
+    assert narrow[1].rstrip().endswith("more") and narrow[0].rstrip().endswith("0 sick · 1 dead")
+    wide = strip_text(health, 400, now).plain
+    assert all(f"model-{i} " in wide for i in range(8)) and "more" not in wide
+    shown = lambda text: sum(f"model-{i} " in text for i in range(8))  # noqa: E731
+    assert shown(strip_text(health, 120, now).plain) > shown("\n".join(narrow))
+
+
+def test_status_line_leaves_out_zero_key_counts_only_when_narrow():
+    counts = {"usable": 3, "cooling": 0, "sick": 2, "dead": 0, "disabled": 1}
+    assert keys_text(counts, drop_zeros=False).plain == " │ keys 3 ok 0 cool 2 sick 0 dead 1 off"
+    assert keys_text(counts, drop_zeros=True).plain == " │ keys 3 ok 2 sick 1 off"
+    assert keys_text({**counts, "disabled": 0}, drop_zeros=False).plain == " │ keys 3 ok 0 cool 2 sick 0 dead"

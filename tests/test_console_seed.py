@@ -9,11 +9,12 @@ from typing import Any
 from proxy.store import add_event, add_key, add_user, migrate, open_db, transaction
 from proxy.store.rollup import Rollup
 from proxy.store.schema import REQUEST_COLUMNS, STATS_COUNTERS
-from proxy.store.util import minute_of
+from proxy.store.util import minute_of, pacific_day_start
 from proxy.store.views import (
     EventFilter,
     RequestFilter,
     keys_overview,
+    pool_health,
     proxy_status,
     recent_events,
     recent_requests,
@@ -110,6 +111,49 @@ def seed_db(path: Path, now: float | None = None) -> dict[str, Any]:
     return {"keys": ids, "users": users, "now": now}
 
 
+def put_stats(db: Any, minute: int, key_id: int, model: str, user_id: int, **counts: int) -> None:
+    """Add counters to one stats_minute bucket, as the writer would."""
+    cols = ", ".join(counts)
+    db.conn.execute(
+        f"INSERT INTO stats_minute (minute, key_id, model, user_id, dialect, {cols}) "
+        f"VALUES (?, ?, ?, ?, 'native', {', '.join('?' * len(counts))}) "
+        f"ON CONFLICT(minute, key_id, model, user_id, dialect) DO UPDATE SET "
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in counts),
+        (minute, key_id, model, user_id, *counts.values()),
+    )
+
+
+def add_sick_key(path: Path, now: float) -> int:
+    """Add key "delta", which answered 503 to every try: 6 this minute, 4 (and 2 429s) half an hour ago.
+
+    Every one of those requests went on to another key, so delta ended none of them.
+    """
+    db = open_db(path)
+    try:
+        delta = add_key(db, "fake-key-0004", label="delta")
+        minute = minute_of(now)
+        with transaction(db):
+            put_stats(db, minute, delta, "gemini-2.5-flash", 1, upstream_error=6)
+            put_stats(db, minute - 30, delta, "gemini-2.5-flash", 1, upstream_error=4, rate_limited=2)
+            db.conn.execute("UPDATE google_keys SET last_error = '503 The model is overloaded.' WHERE id = ?",
+                            (delta,))
+    finally:
+        db.close()
+    return delta
+
+
+def add_recent_requests(path: Path, now: float, rows: list[dict[str, Any]]) -> None:
+    """Insert request rows (request_row fields) as the writer would."""
+    db = open_db(path)
+    try:
+        cols = ", ".join(REQUEST_COLUMNS)
+        with transaction(db):
+            db.conn.executemany(
+                f"INSERT INTO requests ({cols}) VALUES ({', '.join(':' + c for c in REQUEST_COLUMNS)})", rows)
+    finally:
+        db.close()
+
+
 # -- the reads, without the UI ----------------------------------------------------------------------
 
 
@@ -170,7 +214,7 @@ def test_overviews(tmp_path):
     assert keys["gamma"]["state"] == "dead"
     assert "value" not in keys["alpha"]
     status = proxy_status(db, now=now)
-    assert status["up"] and status["keys"] == {"usable": 1, "cooling": 1, "dead": 1, "disabled": 0}
+    assert status["up"] and status["keys"] == {"usable": 1, "cooling": 1, "sick": 0, "dead": 1, "disabled": 0}
     users = {u["label"]: u for u in users_overview(db, Rollup(), now=now)}
     assert users["alice"]["requests_7d"] == 25 and users["bob"]["requests_7d"] == 3
     starts, per = stats_series(db, Rollup(), "model", "hour", now=now)
@@ -211,6 +255,7 @@ def test_pane_reads_go_through_indexes(tmp_path):
     rollup = Rollup()
     keys_overview(db, rollup, now=now)
     users_overview(db, rollup, now=now)
+    pool_health(db, now=now)
     for span in ("hour", "day", "week"):
         stats_series(db, rollup, "model", span, now=now)
     proxy_status(db, now=now)
@@ -226,3 +271,85 @@ def test_pane_reads_go_through_indexes(tmp_path):
                 raise AssertionError(f"full scan in {sql!r}: {plan}")
         checked += 1
     assert checked > 20
+
+
+def test_pool_health_reads_only_recent_rows(tmp_path):
+    """The strip's read walks the time index of requests and the minute index of stats, nothing wider."""
+    seeded = seed_db(tmp_path / "c.db")
+    db = open_db(tmp_path / "c.db", readonly=True)
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    pool_health(db, now=seeded["now"])
+    db.conn.set_trace_callback(None)
+    plans = {sql: " / ".join(row[3] for row in db.conn.execute("EXPLAIN QUERY PLAN " + sql))
+             for sql in statements if sql.lstrip().upper().startswith("SELECT")}
+    for sql, plan in plans.items():
+        if "FROM requests" in sql:
+            assert "requests_started_at (started_at>?)" in plan, plan
+        if "FROM stats_minute" in sql:
+            assert "(minute>? AND minute<?)" in plan, plan
+    assert sum("FROM requests" in sql for sql in plans) == 1
+
+
+def test_a_key_failing_every_try_is_sick_with_its_failures_by_class(tmp_path):
+    seeded = seed_db(tmp_path / "c.db")
+    now = seeded["now"]
+    delta = add_sick_key(tmp_path / "c.db", now)
+    db = open_db(tmp_path / "c.db", readonly=True)
+    keys = {k["label"]: k for k in keys_overview(db, Rollup(), now=now)}
+    sick = keys["delta"]
+    assert sick["id"] == delta and sick["state"] == "sick" and sick["sick"] and sick["usable"]
+    assert (sick["attempts_5m"], sick["failed_5m"]) == (6, {"upstream_error": 6})
+    assert (sick["attempts_60m"], sick["failed_60m"]) == (12, {"upstream_error": 10, "rate_limited": 2})
+    # Keys count tries: delta ended no request, yet it was tried; beta ended 2 and was tried 3 times.
+    half_hour_ago_today = minute_of(now) - 30 >= minute_of(pacific_day_start(now))
+    assert sick["requests_today"] == 0 and sick["attempts_today"] == (12 if half_hour_ago_today else 6)
+    assert keys["alpha"]["state"] == "usable" and not keys["alpha"]["sick"]
+    if minute_of(now) - 1 >= minute_of(pacific_day_start(now)):
+        assert (keys["beta"]["requests_today"], keys["beta"]["attempts_today"]) == (2, 3)
+    assert keys["beta"]["failed_5m"] == {"rate_limited": 1, "upstream_error": 1}
+    status = proxy_status(db, now=now)
+    assert status["keys"] == {"usable": 1, "cooling": 1, "sick": 1, "dead": 1, "disabled": 0}
+
+
+def test_rate_limits_alone_do_not_make_a_key_sick(tmp_path):
+    seeded = seed_db(tmp_path / "c.db")
+    db = open_db(tmp_path / "c.db")
+    put_stats(db, minute_of(seeded["now"]), seeded["keys"]["alpha"], "gemini-2.5-pro", 1, rate_limited=40)
+    keys = {k["label"]: k for k in keys_overview(db, Rollup(), now=seeded["now"])}
+    assert keys["alpha"]["state"] == "usable" and keys["alpha"]["failed_5m"] == {"rate_limited": 40}
+
+
+def test_header_rate_follows_the_last_ten_seconds(tmp_path):
+    seeded = seed_db(tmp_path / "c.db")
+    now = seeded["now"]
+    # 24 requests in the last 3 seconds (plus the seeded one in flight): 2.5 req/s over 10 s,
+    # where a 60 s average would still say 0.4.
+    add_recent_requests(tmp_path / "c.db", now,
+                        [request_row(100 + i, now, started_at=now - 3 + i / 8, ended_at=now) for i in range(24)])
+    status = proxy_status(open_db(tmp_path / "c.db", readonly=True), now=now)
+    assert status["rate_window"] == 10 and status["rate"] == 2.5
+
+
+def test_pool_health_per_model(tmp_path):
+    seeded = seed_db(tmp_path / "c.db")
+    now = seeded["now"]
+    delta = add_sick_key(tmp_path / "c.db", now)
+    add_recent_requests(tmp_path / "c.db", now, [
+        request_row(100, now, started_at=now - 20, status=429, model="gemini-2.5-pro", error_class="rate_limited"),
+        request_row(101, now, started_at=now - 15, status=503, error_class="upstream_error"),
+        request_row(102, now, started_at=now - 10, status=502, error_class="upstream_error"),
+        request_row(103, now, started_at=now - 90, status=503, error_class="upstream_error"),  # too old
+    ])
+    db = open_db(tmp_path / "c.db")
+    # delta rests for every model for 30 s; beta (seeded) rests for gemini-2.5-pro for 600 s.
+    db.conn.execute("INSERT INTO key_health (key_id, model, cool_until, reason, updated_at) VALUES (?, '', ?, 'x', ?)",
+                    (delta, now + 30, now))
+    health = pool_health(db, now=now)
+    assert health["keys"] == {"total": 4, "usable": 3, "sick": 1, "dead": 1, "disabled": 0}
+    flash, pro = health["models"]
+    assert flash["model"] == "gemini-2.5-flash" and pro["model"] == "gemini-2.5-pro"  # busiest first
+    assert (flash["usable"], flash["total"], flash["resting"]) == (2, 4, 1)
+    assert flash["back_at"] == now + 30 and (flash["got_429"], flash["got_5xx"]) == (0, 2)
+    assert (pro["usable"], pro["total"], pro["resting"]) == (1, 4, 2)
+    assert pro["back_at"] == now + 30 and (pro["got_429"], pro["got_5xx"]) == (1, 0)

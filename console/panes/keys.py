@@ -10,38 +10,57 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from proxy.store import add_key, disable_key, enable_key, remove_key, reset_key
+from proxy.store.keys import set_rpm_cap
 
 from ..fmt import ago, count, pct, span
-from ..modals import AddKeyScreen, ConfirmScreen
+from ..modals import AddKeyScreen, CapScreen, ConfirmScreen
 from ..probe import ProbeResult
 from ..table import Cell, Column
 from .base import Job, Pane
 
 COLUMNS = [
     Column("key", "key", 9),
-    Column("label", "label", 11),
+    Column("label", "label", 9),
     Column("state", "state", 8),
     Column("ok", "ok%", 4, right=True),
-    Column("requests", "req", 5, right=True),
-    Column("tokens", "tok", 5, right=True),
-    Column("cooling", "cooling", 15),
-    Column("used", "used", 5, right=True),
+    Column("tries", "tries", 6, right=True),
+    Column("errors", "err5/60", 7, right=True),
+    Column("cap", "cap", 5, right=True),
+    Column("cooling", "cooling", 13),
     Column("error", "last error", 40),
+    Column("used", "used", 4, right=True),
+    Column("tokens", "tok", 5, right=True),
 ]
-STATE_STYLES = {"usable": "green", "cooling": "yellow", "dead": "bold red", "disabled": "dim"}
-STATE_ORDER = {"usable": 0, "cooling": 1, "dead": 2, "disabled": 3}
+STATE_STYLES = {"usable": "green", "cooling": "yellow", "sick": "bold dark_orange", "dead": "bold red",
+                "disabled": "dim"}
+STATE_ORDER = {"usable": 0, "cooling": 1, "sick": 2, "dead": 3, "disabled": 4}
+FAILURE_NAMES = {"rate_limited": "rate-limited", "key_dead": "dead", "upstream_error": "upstream",
+                 "client_error": "client", "rejected": "refused"}
+
+
+def _failed(k: dict[str, Any], window: str) -> int:
+    return sum(k[f"failed_{window}"].values())
+
+
+def _cap_use(k: dict[str, Any]) -> float:
+    return (k["rpm_used"] or 0) / k["rpm_cap"] if k["rpm_cap"] else -1
+
 
 SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "key": lambda k: k["id"],
     "label": lambda k: (k["label"] or "").lower(),
     "state": lambda k: STATE_ORDER.get(k["state"], 9),
     "ok": lambda k: -1 if k["success_rate"] is None else k["success_rate"],
-    "requests": lambda k: k["requests_today"],
-    "tokens": lambda k: k["tokens_today"],
+    "tries": lambda k: k["attempts_today"],
+    "errors": lambda k: (_failed(k, "5m"), _failed(k, "60m")),
+    "cap": _cap_use,
     "cooling": lambda k: max((c["cool_until"] for c in k["cooldowns"]), default=0),
-    "used": lambda k: k["last_used_at"] or 0,
     "error": lambda k: k["last_error"] or "",
+    "used": lambda k: k["last_used_at"] or 0,
+    "tokens": lambda k: k["tokens_today"],
 }
+# Counts and times read best biggest/latest first; names and states in order.
+DESCENDING = {"ok", "tries", "errors", "cap", "cooling", "used", "tokens"}
 
 
 def cooling_text(cooldowns: list[dict[str, Any]], now: float) -> str:
@@ -54,21 +73,34 @@ def cooling_text(cooldowns: list[dict[str, Any]], now: float) -> str:
     return f"{model} {span(first['cool_until'] - now)}{more}"
 
 
+def failures_text(failed: dict[str, int]) -> str:
+    """Return failed tries by class, most first: `upstream 12, rate-limited 3` (or `none`)."""
+    if not failed:
+        return "none"
+    return ", ".join(f"{FAILURE_NAMES.get(name, name)} {count(n)}"
+                     for name, n in sorted(failed.items(), key=lambda item: -item[1]))
+
+
 def key_cells(k: dict[str, Any], now: float) -> tuple[Cell, ...]:
     """Return the table cells of one key."""
     rate = k["success_rate"]
     rate_style = "" if rate is None else "green" if rate >= 0.9 else "yellow" if rate >= 0.5 else "red"
     error = k["invalid_reason"] if k["state"] == "dead" else k["last_error"]
+    short, long = _failed(k, "5m"), _failed(k, "60m")
+    cap = k["rpm_cap"]
     return (
         k["masked"],
         k["label"] or "",
         (k["state"], STATE_STYLES.get(k["state"], "")),
         (pct(rate), rate_style),
-        count(k["requests_today"]),
-        count(k["tokens_today"]),
+        count(k["attempts_today"]),
+        (f"{count(short)}/{count(long)}", "bold red" if short else "red" if long else "dim"),
+        (f"{k['rpm_used'] or 0}/{cap}" if cap else "—",
+         "dim" if not cap else "yellow" if (k["rpm_used"] or 0) >= cap else ""),
         (cooling_text(k["cooldowns"], now), "yellow"),
+        (error or "", "red" if k["state"] in ("dead", "sick") else "dim"),
         ago(k["last_used_at"], now) if k["last_used_at"] else "—",
-        (error or "", "red" if k["state"] == "dead" else "dim"),
+        count(k["tokens_today"]),
     )
 
 
@@ -78,8 +110,13 @@ class KeysPane(Pane):
     TITLE = "Keys"
     TABLE_COLUMNS = COLUMNS
     NOTES = [
-        "req, tok: today (since midnight Pacific, when Google's daily quotas reset);",
-        "ok%: successes against rate limits, dead-key and upstream failures, last 15 minutes.",
+        "Keys see attempts: tries counts every upstream try made with the key, retries included",
+        "(the Users pane counts requests). tries, tok: today, since midnight Pacific, when",
+        "Google's daily quotas reset. ok%: successes against rate limits, dead-key and upstream",
+        "failures, last 15 minutes. err5/60: failed tries in the last 5 and 60 minutes (the",
+        "panel below splits them by class). sick: most of the last 5 minutes' tries failed",
+        "(5xx, timeouts, dead answers); rate limits show as cooling instead. cap: tries this",
+        "minute on the key's busiest model / its requests-per-minute cap per model.",
         "Changes reach the running proxy within about a second (it re-reads keys), no restart.",
     ]
     BINDINGS = [
@@ -91,6 +128,7 @@ class KeysPane(Pane):
                 tooltip="probe: list the upstream's models with this key"),
         Binding("R", "reset", "Reset", key_display="R",
                 tooltip="reset: clear dead mark, cooldowns, errors, stats (asks)"),
+        Binding("c", "cap", "Cap", tooltip="cap the requests per minute sent with this key, per model (0 lifts it)"),
         Binding("s", "sort", "Sort", tooltip="sort by the next column"),
         Binding("S", "reverse", "Reverse the sort", key_display="S", show=False),
     ]
@@ -123,6 +161,7 @@ class KeysPane(Pane):
             (f" {len(keys)}", "bold"), " keys: ",
             (f"{states.count('usable')} usable", "green"), " · ",
             (f"{states.count('cooling')} cooling", "yellow"), " · ",
+            (f"{states.count('sick')} sick", "dark_orange"), " · ",
             (f"{states.count('dead')} dead", "red"), " · ",
             (f"{states.count('disabled')} disabled", "dim"),
             (f"   sort: {self.sort_column} {'▼' if self.descending else '▲'}", "dim"),
@@ -150,14 +189,29 @@ class KeysPane(Pane):
         out.append(k["state"], style=STATE_STYLES.get(k["state"], ""))
         out.append(f" · added {ago(k['created_at'], now)} ago · used {ago(k['last_used_at'], now)}"
                    + (" ago" if k["last_used_at"] else ""), style="dim")
+        if k["invalid_reason"]:
+            out.append("\ndead: ", style="bold red")
+            out.append(k["invalid_reason"])
+        # The most urgent lines first: the panel is a few lines high at 80×24.
+        out.append("\nfailed tries", style="dim")
+        for window in ("5m", "60m"):
+            failed = k[f"failed_{window}"]
+            out.append(f"{' ·' if window == '60m' else ''} {window}: ", style="dim")
+            out.append(failures_text(failed), style="red" if failed else "")
+            out.append(f" of {count(k[f'attempts_{window}'])}", style="dim")
         if k["cooldowns"]:
             out.append("\ncooling: ", style="yellow")
             out.append(", ".join(
                 f"{c['model'] or 'all models'} {span(c['cool_until'] - now)}"
                 + (f" ({c['reason']})" if c["reason"] else "") for c in k["cooldowns"]))
-        if k["invalid_reason"]:
-            out.append("\ndead: ", style="bold red")
-            out.append(k["invalid_reason"])
+        out.append(f"\ntoday {count(k['attempts_today'])} tries, {count(k['requests_today'])} requests ended "
+                   f"here, {count(k['tokens_today'])} tokens · ", style="dim")
+        if k["rpm_cap"]:
+            out.append(f"cap {k['rpm_cap']}/min per model: {k['rpm_used'] or 0} tries this minute")
+            if k["rpm_used_model"]:
+                out.append(f" ({k['rpm_used_model']})", style="dim")
+        else:
+            out.append("no rpm cap (c sets one)", style="dim")
         if k["last_error"]:
             out.append("\nlast error: ", style="dim")
             out.append(k["last_error"])
@@ -233,6 +287,17 @@ class KeysPane(Pane):
             f"Reset key {self._key_name(k)}?\n\nClears its dead mark, cooldowns and last error, "
             "and deletes its per-minute statistics.", "reset"), answered)
 
+    def action_cap(self) -> None:
+        k = self._target()
+        if not k or self.host.refuse("set a cap"):
+            return
+
+        def chosen(rpm: int | None) -> None:
+            if rpm is not None:
+                self.host.act(f"cap {self._key_name(k)}", set_rpm_cap, str(k["id"]), rpm)
+
+        self.app.push_screen(CapScreen(self._key_name(k), k["rpm_cap"]), chosen)
+
     def action_probe(self) -> None:
         k = self._target()
         if not k or self.host.refuse("probe"):
@@ -250,8 +315,7 @@ class KeysPane(Pane):
     def action_sort(self) -> None:
         names = [c.key for c in COLUMNS]
         self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
-        # Counts and times read best biggest/latest first; names and states in order.
-        self.descending = self.sort_column in ("ok", "requests", "tokens", "cooling", "used")
+        self.descending = self.sort_column in DESCENDING
         self._resort()
 
     def action_reverse(self) -> None:

@@ -1,6 +1,12 @@
-"""Stats: requests, tokens and errors over time, in total and per key, model or user."""
+"""Stats: requests, tokens and errors over time, in total and per key, model or user.
+
+Users and models are counted in requests, as clients saw them; keys in tries (upstream
+attempts), as the pool saw them. A request that failed on one key and succeeded on the next
+is one ok request for its user, and one failed plus one ok try for the keys.
+"""
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable
 
 from rich.text import Text
@@ -10,9 +16,10 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
-from proxy.store.rollup import INDEX
+from proxy.store.rollup import INDEX, Counters
+from proxy.store.views import tries
 
-from ..fmt import clock, count, pct, spark
+from ..fmt import count, pct, spark
 from ..reads import FAILURES, StatsData, failures, tokens
 from ..table import Cell, Column
 from .base import Job, Pane
@@ -40,6 +47,26 @@ def dollars(amount: float, tokens: int = 0) -> str:
     if amount >= 100:
         return f"{amount:,.0f}"
     return f"{amount:.2f}" if amount >= 0.01 or amount == 0 else f"{amount:.4f}"
+
+
+# What each grouping counts, and the labels of its count, ok% and error columns and trend.
+UNITS = {"key_id": ("tries", "fail", "tries over time"), "model": ("req", "err", "requests over time"),
+         "user_id": ("req", "err", "requests over time")}
+
+
+def failed_requests(counts: Counters) -> int:
+    """Return the requests in a counter vector that did not end ok.
+
+    An ok try always ends its request (the proxy stops at the first success), so `ok` counts
+    requests that succeeded, and every other request failed whatever its retries did.
+    """
+    return max(0, counts[INDEX["requests"]] - counts[INDEX["ok"]])
+
+
+def since(start_minute: int, span: str) -> str:
+    """Return where a span starts: the time for the last hour, with the date for day and week."""
+    ts = time.localtime(start_minute * 60)
+    return time.strftime("%H:%M" if span == "hour" else "%a %d %b %H:%M", ts)
 
 
 FAILURE_NAMES = {"rate_limited": "rate-limited", "key_dead": "key dead", "upstream_error": "upstream",
@@ -89,7 +116,11 @@ class StatsPane(Pane):
     TABLE_COLUMNS = COLUMNS
     NOTES = [
         "Counts come from the per-minute buckets the proxy keeps (they outlive pruned requests).",
-        "err counts failed upstream attempts, so one request retried on three keys can add three.",
+        "Users and models count requests, as clients saw them: ok% and err are requests that",
+        "succeeded and failed, whatever their retries did. Keys count tries (upstream attempts,",
+        "retries included): a request that failed on one key and then succeeded on another is",
+        "one ok request for its user and one failed try plus one ok try for the keys.",
+        "The failed-tries line splits every failed try by class.",
         "Week buckets are 24 hours each, the last ending now.",
     ]
     BINDINGS = [
@@ -106,7 +137,7 @@ class StatsPane(Pane):
     def above_table(self) -> Iterable[Widget]:
         yield SparkRow("requests", "bold cyan", id="spark-requests")
         yield SparkRow("tokens", "bold green", id="spark-tokens")
-        yield SparkRow("errors", "bold red", id="spark-errors")
+        yield SparkRow("failed", "bold red", id="spark-errors")
         yield Static("", id="breakdown")
 
     @property
@@ -118,6 +149,7 @@ class StatsPane(Pane):
         return GROUPS[self.group_index][0]
 
     def on_mount(self) -> None:
+        self._label_units()
         self.describe(None)
 
     def job(self) -> Job | None:
@@ -129,7 +161,7 @@ class StatsPane(Pane):
             (" " + SPANS[self.span_index][1], "bold"), " · per ", (GROUPS[self.group_index][1], "bold"),
         ]
         if data and data.starts:
-            parts.append((f" · {clock(data.starts[0] * 60)[:5]} → now", "dim"))
+            parts.append((f" · {since(data.starts[0], data.span)} → now", "dim"))
         if self.reading:
             parts.append(("  reading…", "cyan"))
         parts.append(("   r range · g group", "dim"))
@@ -140,7 +172,7 @@ class StatsPane(Pane):
         total = data.total
         req = [b[INDEX["requests"]] for b in total]
         tok = [tokens(b) for b in total]
-        err = [failures(b) for b in total]
+        err = [failed_requests(b) for b in total]
         n_req, n_tok, n_err = sum(req), sum(tok), sum(err)
         per = {"hour": "min", "day": "h", "week": "day"}[data.span]
         rate = n_req / len(req) if req else 0
@@ -151,19 +183,19 @@ class StatsPane(Pane):
         priced = "no price" if cost == 0 and n_tok else f"${dollars(cost)}"
         self.query_one("#spark-tokens", SparkRow).set(
             tok, Text(f"{count(tin)} in {count(n_tok - tin)} out · {priced}"))
-        attempts = sum(b[INDEX["ok"]] for b in total) + n_err
         self.query_one("#spark-errors", SparkRow).set(
-            err, Text(f"{count(n_err)} · {pct(n_err / attempts) if attempts else '—'} of tries"))
-        line = Text(" ", no_wrap=True, overflow="ellipsis")
+            err, Text(f"{count(n_err)} req · {pct(n_err / n_req) if n_req else '—'} of requests"))
+        line = Text(" failed tries: ", style="dim", no_wrap=True, overflow="ellipsis")
         for name in FAILURES:
             n = sum(b[INDEX[name]] for b in total)
             line.append(f"{FAILURE_NAMES[name]} ", style="dim")
             line.append(count(n), style="bold red" if n and name != "client_error" else "bold" if n else "dim")
             line.append("  ")
         self.query_one("#breakdown", Static).update(line)
+        per_key = data.group == "key_id"
         rows = []
         for g, series in data.groups.items():
-            rows.append((g, series, sum(b[INDEX["requests"]] for b in series)))
+            rows.append((g, series, sum(tries(b) if per_key else b[INDEX["requests"]] for b in series)))
         rows.sort(key=lambda r: (-r[2], str(r[0])))
         self.table.sync([(f"{self.group}:{g}", self._cells(data, g, series)) for g, series, _ in rows])
         self.describe(data)
@@ -173,25 +205,39 @@ class StatsPane(Pane):
             name = g or "(none)"
         else:
             name = data.names.get(g) or ("(none)" if not g else f"#{g}")
-        req = sum(b[INDEX["requests"]] for b in series)
+        # Keys see tries; users and models see requests (see the module docstring).
+        if data.group == "key_id":
+            per_bucket = [tries(b) for b in series]
+            err = sum(failures(b) for b in series)
+        else:
+            per_bucket = [b[INDEX["requests"]] for b in series]
+            err = sum(failed_requests(b) for b in series)
+        n = sum(per_bucket)
         ok = sum(b[INDEX["ok"]] for b in series)
-        err = sum(failures(b) for b in series)
         return (
             name,
-            count(req),
-            pct(ok / (ok + err)) if ok + err else "—",
+            count(n),
+            pct(ok / n) if n else "—",
             (count(err), "red" if err else "dim"),
             count(n_tok := sum(tokens(b) for b in series)),
             dollars(sum(b[INDEX["cost_micros"]] for b in series) / 1e6, n_tok),
-            (spark([b[INDEX["requests"]] for b in series], TREND_WIDTH), "cyan"),
+            (spark(per_bucket, TREND_WIDTH), "cyan"),
         )
 
     def _changed_view(self) -> None:
         self.reading = True
         self.table.reset()
         self.table.relabel("name", GROUPS[self.group_index][1])
+        self._label_units()
         self.describe(None)
         self.changed()
+
+    def _label_units(self) -> None:
+        """Name the count, error and trend columns in the grouping's unit (tries or requests)."""
+        unit, err, trend = UNITS[self.group]
+        self.table.relabel("requests", unit)
+        self.table.relabel("errors", err)
+        self.table.relabel("trend", trend)
 
     def action_span(self) -> None:
         self.span_index = (self.span_index + 1) % len(SPANS)

@@ -8,17 +8,17 @@ from sqlite_utils import Database
 
 from .db import fetch_all, fetch_one, snapshot, transaction
 from .events import add_event
+from .rollup import Rollup
 from .util import (
     ELLIPSIS,
     InvalidValue,
     KeyNotFound,
     StoreError,
     mask_key,
-    minute_of,
     now,
-    pacific_day_start,
     valid_google_key,
 )
+from .views import keys_overview
 
 log = logging.getLogger(__name__)
 
@@ -165,55 +165,13 @@ def merge_env_keys(db: Database, google_keys: Iterable[str], remove_keys: Iterab
 def list_keys(db: Database, window_minutes: int = 15, *, include_removed: bool = False) -> list[dict[str, Any]]:
     """Describe every key for display (never the value), with health and usage.
 
-    success_rate is ok / (ok + rate_limited + key_dead + upstream_error) over the last
-    `window_minutes` (None without such traffic; client errors and refusals do not count
-    against a key). "Today" starts at the last midnight in America/Los_Angeles: that is the
-    day Google's per-day quotas count, so the numbers line up with them.
+    The figures are the console's (views.keys_overview), so the CLI and the console never
+    disagree: state (usable, cooling, sick, dead, disabled, removed), success rate over the
+    last `window_minutes`, failures over the last 5 and 60 minutes, tries and tokens since
+    midnight Pacific (when Google's per-day quotas reset), and the RPM cap's use this minute.
     """
-    ts = now()
-    current = minute_of(ts)
-    window_start = current - max(1, window_minutes) + 1
-    day_start = minute_of(pacific_day_start(ts))
-    where = "" if include_removed else "WHERE status != 'removed'"
-    with snapshot(db):
-        keys = fetch_all(db, f"SELECT {_PUBLIC} FROM google_keys {where} ORDER BY id")
-        health = fetch_all(
-            db,
-            "SELECT key_id, model, cool_until, reason FROM key_health WHERE cool_until > ? "
-            "ORDER BY cool_until",
-            (ts,),
-        )
-        window = _by_key(fetch_all(
-            db,
-            "SELECT key_id, sum(ok) AS ok, sum(rate_limited + key_dead + upstream_error) AS bad "
-            "FROM stats_minute WHERE minute >= ? AND key_id != 0 GROUP BY key_id",
-            (window_start,),
-        ))
-        today = _by_key(fetch_all(
-            db,
-            "SELECT key_id, sum(requests) AS requests, sum(tokens_in + tokens_out) AS tokens "
-            "FROM stats_minute WHERE minute >= ? AND key_id != 0 GROUP BY key_id",
-            (day_start,),
-        ))
-    cooldowns: dict[int, list[dict[str, Any]]] = {}
-    for h in health:
-        cooldowns.setdefault(h["key_id"], []).append(
-            {"model": h["model"], "cool_until": h["cool_until"], "reason": h["reason"]}
-        )
-    out = []
-    for key in keys:
-        w = window.get(key["id"], {})
-        ok, bad = w.get("ok") or 0, w.get("bad") or 0
-        d = today.get(key["id"], {})
-        out.append({
-            **key,
-            "usable": key["status"] == "active" and key["invalid_reason"] is None,
-            "cooldowns": cooldowns.get(key["id"], []),
-            "success_rate": (ok / (ok + bad)) if ok + bad else None,
-            "requests_today": d.get("requests") or 0,
-            "tokens_today": d.get("tokens") or 0,
-        })
-    return out
+    return keys_overview(db, Rollup(), now=now(), window_minutes=max(1, window_minutes),
+                         include_removed=include_removed)
 
 
 def pool_view(db: Database, pins_after_seq: int = 0) -> dict[str, list[dict[str, Any]]]:
@@ -294,10 +252,6 @@ def _unique(values: Iterable[str]) -> list[str]:
         if value:
             seen.setdefault(value, None)
     return list(seen)
-
-
-def _by_key(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    return {r["key_id"]: r for r in rows}
 
 
 def census(db: Database) -> dict[str, int]:

@@ -14,7 +14,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from .db import fetch_all, fetch_one, snapshot
-from .rollup import INDEX, GroupSums, Rollup, minute_sums, zero
+from .rollup import INDEX, Counters, GroupSums, Rollup, add_into, minute_sums, zero
+from .schema import OUTCOMES
 from .util import ELLIPSIS, minute_of, pacific_day_start
 
 IN_FLIGHT_WINDOW = 600.0  # seconds: older rows without a status are presumed lost, not in flight
@@ -27,6 +28,22 @@ SCAN_WINDOW = 100_000
 MAX_STATUS_PARTS = 400
 HEARTBEAT_FRESH = 5.0  # a worker seen within this many seconds counts as up
 KEY_WINDOW_MINUTES = 15
+# The header's request rate: short, so it follows a load that just started or stopped.
+RATE_WINDOW = 10.0
+# Recent failures per key are shown over these two spans (minutes, current one included).
+SHORT_MINUTES, LONG_MINUTES = 5, 60
+# A key is sick when, in the last SHORT_MINUTES, at least SICK_MIN_TRIES tries were
+# answered (ok, dead or upstream trouble) and most of them failed.
+SICK_MIN_TRIES = 3
+# Rate limits are not sickness: the key is resting and says when it is back (state cooling).
+SICK_FAULTS = ("key_dead", "upstream_error")
+# What counts against a key in its ok%: client errors and refusals are not its fault.
+KEY_FAULTS = ("rate_limited", "key_dead", "upstream_error")
+FAILURES = tuple(o for o in OUTCOMES if o != "ok")
+# The pool-health strip: models with traffic this recent are "in use"; what clients got
+# (429, 5xx) is counted over CLIENT_WINDOW seconds.
+IN_USE_MINUTES = 60
+CLIENT_WINDOW = 60.0
 
 # Columns for the request listing; the detail view reads the rest.
 _LIST_COLUMNS = (
@@ -272,56 +289,122 @@ def recent_events(
     return rows
 
 
+def tries(counts: Counters) -> int:
+    """Return the upstream attempts in a counter vector (every outcome, retried or final)."""
+    return sum(counts[INDEX[name]] for name in OUTCOMES)
+
+
+def failed_by_class(counts: Counters) -> dict[str, int]:
+    """Return the failed attempts in a counter vector by outcome class (classes with none left out)."""
+    return {name: counts[INDEX[name]] for name in FAILURES if counts[INDEX[name]]}
+
+
+def is_sick(recent: Counters) -> bool:
+    """Tell whether most of a key's recent answered tries failed (see SICK_MIN_TRIES)."""
+    ok = recent[INDEX["ok"]]
+    bad = sum(recent[INDEX[name]] for name in SICK_FAULTS)
+    return ok + bad >= SICK_MIN_TRIES and bad > ok
+
+
+def _sum_minutes(db: Database, group: str, lo_minute: int, hi_minute: int) -> GroupSums:
+    """Return {group value: counters} over a few minutes, read straight from stats_minute."""
+    total: GroupSums = {}
+    for per_group in minute_sums(db, group, lo_minute, hi_minute).values():
+        for g, counts in per_group.items():
+            add_into(total.setdefault(g, zero()), counts)
+    return total
+
+
+def _pool_keys(db: Database, now: float) -> list[dict[str, Any]]:
+    """Return every key not removed with its running cooldowns and its state (sick included).
+
+    Call inside a snapshot.
+    """
+    current = minute_of(now)
+    keys = fetch_all(db, "SELECT id, status, invalid_reason FROM google_keys WHERE status != 'removed'")
+    health = fetch_all(db, "SELECT key_id, model, cool_until FROM key_health WHERE cool_until > ?", (now,))
+    recent = _sum_minutes(db, "key_id", current - SHORT_MINUTES + 1, current + 1)
+    cooldowns: dict[int, list[dict[str, Any]]] = {}
+    for h in health:
+        cooldowns.setdefault(h["key_id"], []).append(h)
+    for key in keys:
+        mine = cooldowns.get(key["id"], [])
+        sick = is_sick(recent.get(key["id"]) or zero())
+        key.update(cooldowns=mine, sick=sick, state=key_state(key, bool(mine), sick))
+    return keys
+
+
 def proxy_status(db: Database, *, now: float) -> dict[str, Any]:
-    """Summarise the proxy for a header line: up/down, version, rate, in flight, key health."""
+    """Summarise the proxy for a header line: up/down, version, rate, in flight, key health.
+
+    rate is requests started per second over the last `rate_window` seconds.
+    """
     with snapshot(db):
         workers = fetch_all(db, "SELECT host, pid, last_seen, version, inflight FROM workers")
         recent = db.conn.execute(
-            "SELECT count(*) FROM requests WHERE started_at >= ?", (now - 60,)
+            "SELECT count(*) FROM requests WHERE started_at >= ?", (now - RATE_WINDOW,)
         ).fetchone()[0]
-        keys = fetch_all(db, "SELECT id, status, invalid_reason FROM google_keys WHERE status != 'removed'")
-        cooling = {r[0] for r in db.conn.execute(
-            "SELECT DISTINCT key_id FROM key_health WHERE cool_until > ?", (now,)
-        )}
+        keys = _pool_keys(db, now)
     alive = [w for w in workers if (w["last_seen"] or 0) >= now - HEARTBEAT_FRESH]
     newest = max(workers, key=lambda w: w["last_seen"] or 0) if workers else None
-    counts = {"usable": 0, "cooling": 0, "dead": 0, "disabled": 0}
+    counts = {"usable": 0, "cooling": 0, "sick": 0, "dead": 0, "disabled": 0}
     for key in keys:
-        counts[key_state(key, key["id"] in cooling)] += 1
+        counts[key["state"]] += 1
     return {
         "up": bool(alive),
         "workers": len(alive),
         "version": (newest or {}).get("version"),
         "last_seen": (newest or {}).get("last_seen"),
         "inflight": sum(w["inflight"] or 0 for w in alive),
-        "rate": recent / 60.0,
+        "rate": recent / RATE_WINDOW,
+        "rate_window": RATE_WINDOW,
         "keys": counts,
     }
 
 
-def key_state(key: dict[str, Any], cooling: bool) -> str:
-    """Name a key's state: disabled, dead, cooling (some model resting) or usable."""
+def key_state(key: dict[str, Any], cooling: bool, sick: bool = False) -> str:
+    """Name a key's state: removed, disabled, dead, sick, cooling (some model resting) or usable.
+
+    Sick (most recent tries failed, see is_sick) outranks cooling: a key failing its tries
+    needs the operator; a resting one only needs time.
+    """
+    if key["status"] == "removed":
+        return "removed"
     if key["status"] == "disabled":
         return "disabled"
     if key.get("invalid_reason"):
         return "dead"
+    if sick:
+        return "sick"
     return "cooling" if cooling else "usable"
 
 
 def keys_overview(db: Database, rollup: Rollup, *, now: float,
-                  window_minutes: int = KEY_WINDOW_MINUTES) -> list[dict[str, Any]]:
-    """Describe every key not removed (never its value) with cooldowns, success rate and today's usage.
+                  window_minutes: int = KEY_WINDOW_MINUTES,
+                  include_removed: bool = False) -> list[dict[str, Any]]:
+    """Describe every key (never its value) with cooldowns, health, recent failures and usage.
 
-    success_rate counts ok against rate-limited, dead and upstream failures over the last
-    `window_minutes` (None without such traffic). Today starts at Pacific midnight, when
-    Google's daily quotas reset.
+    The one place these per-key figures are computed: the console's Keys pane and
+    `gemini-proxy keys list` both show this. Keys see attempts: every try sent with the key
+    counts, retried or final.
+
+    - state: see key_state; usable: active and not dead (whatever it is resting for).
+    - success_rate: ok against rate-limited, dead and upstream failures over the last
+      `window_minutes` (None without such traffic; client errors are not the key's fault).
+    - attempts_5m / attempts_60m, failed_5m / failed_60m ({class: count}): tries and failed
+      tries over the last 5 and 60 minutes; sick: most of the last 5 minutes' tries failed.
+    - attempts_today: tries since midnight Pacific, when Google's daily quotas reset;
+      requests_today: requests that ended on the key; tokens_today: their tokens.
+    - rpm_used / rpm_used_model: with an RPM cap, the tries this minute on the model that
+      used the key most (the cap is per model).
     """
     current = minute_of(now)
+    where = "" if include_removed else "WHERE status != 'removed'"
     with snapshot(db):
         keys = fetch_all(
             db,
-            "SELECT id, masked, label, status, invalid_reason, invalid_at, created_at, last_used_at, "
-            "last_error, rpm_cap FROM google_keys WHERE status != 'removed' ORDER BY id",
+            "SELECT id, masked, label, status, invalid_reason, invalid_at, created_at, updated_at, "
+            f"last_used_at, last_error, rpm_cap FROM google_keys {where} ORDER BY id",
         )
         health = fetch_all(
             db,
@@ -330,26 +413,107 @@ def keys_overview(db: Database, rollup: Rollup, *, now: float,
             (now,),
         )
         window = rollup.sums(db, "key_id", current - window_minutes + 1, current + 1, now)
+        short = rollup.sums(db, "key_id", current - SHORT_MINUTES + 1, current + 1, now)
+        long = rollup.sums(db, "key_id", current - LONG_MINUTES + 1, current + 1, now)
         today = rollup.sums(db, "key_id", minute_of(pacific_day_start(now)), current + 1, now)
+        this_minute = db.conn.execute(
+            f"SELECT key_id, model, sum({' + '.join(OUTCOMES)}) FROM stats_minute "
+            "WHERE minute = ? AND key_id != 0 GROUP BY key_id, model",
+            (current,),
+        ).fetchall()
     cooldowns: dict[int, list[dict[str, Any]]] = {}
     for h in health:
         cooldowns.setdefault(h["key_id"], []).append(h)
+    busiest_of: dict[int, tuple[int, str]] = {}
+    for key_id, model, n in this_minute:
+        busiest_of[key_id] = max(busiest_of.get(key_id, (0, "")), (n or 0, model or ""))
     out = []
     for key in keys:
         w = window.get(key["id"]) or zero()
         ok = w[INDEX["ok"]]
-        bad = w[INDEX["rate_limited"]] + w[INDEX["key_dead"]] + w[INDEX["upstream_error"]]
-        d = today.get(key["id"]) or zero()
+        bad = sum(w[INDEX[name]] for name in KEY_FAULTS)
+        s, h, d = (sums.get(key["id"]) or zero() for sums in (short, long, today))
         mine = cooldowns.get(key["id"], [])
+        sick = is_sick(s)
+        busiest = busiest_of.get(key["id"], (0, ""))
         out.append({
             **key,
-            "state": key_state(key, bool(mine)),
+            "state": key_state(key, bool(mine), sick),
+            "usable": key["status"] == "active" and key["invalid_reason"] is None,
+            "sick": sick,
             "cooldowns": mine,
             "success_rate": ok / (ok + bad) if ok + bad else None,
+            "attempts_5m": tries(s),
+            "failed_5m": failed_by_class(s),
+            "attempts_60m": tries(h),
+            "failed_60m": failed_by_class(h),
+            "attempts_today": tries(d),
             "requests_today": d[INDEX["requests"]],
             "tokens_today": d[INDEX["tokens_in"]] + d[INDEX["tokens_out"]],
+            "rpm_used": busiest[0] if key["rpm_cap"] else None,
+            "rpm_used_model": (busiest[1] or None) if key["rpm_cap"] else None,
         })
     return out
+
+
+def pool_health(db: Database, *, now: float) -> dict[str, Any]:
+    """Summarise the pool per model in use, for the strip above every pane.
+
+    One snapshot of small reads: the keys table, running cooldowns, the last hour of
+    per-minute stats by model (the minute index), and the requests started in the last
+    CLIENT_WINDOW seconds (the started_at index) for the 429s and 5xx clients got.
+
+    models (busiest first): model, usable (active keys neither dead nor resting for it),
+    total (active keys), resting, back_at (when the soonest resting key returns, or None),
+    got_429, got_5xx, requests (last hour). keys: total, usable, sick, dead, disabled.
+    """
+    current = minute_of(now)
+    with snapshot(db):
+        keys = _pool_keys(db, now)
+        used = dict(db.conn.execute(
+            "SELECT model, sum(requests) FROM stats_minute WHERE minute >= ? AND minute <= ? "
+            "AND model != '' GROUP BY model",
+            (current - IN_USE_MINUTES + 1, current),
+        ).fetchall())
+        # Pinned to the time index: a condition on model would tempt the planner into walking
+        # the whole model index instead of the last minute's rows.
+        got = {row[0]: row[1:] for row in db.conn.execute(
+            "SELECT model, sum(status = 429), sum(status >= 500) FROM requests "
+            "INDEXED BY requests_started_at WHERE started_at >= ? GROUP BY model",
+            (now - CLIENT_WINDOW,),
+        ) if row[0]}
+    active = [k for k in keys if k["status"] == "active"]
+    alive = [k for k in active if not k["invalid_reason"]]
+    names = set(used) | set(got) | {c["model"] for k in alive for c in k["cooldowns"] if c["model"]}
+    models = []
+    for model in names:
+        # A key rests for a model under that model's cooldown or one for every model ("");
+        # it is back when the last of them ends.
+        resting = [max(c["cool_until"] for c in k["cooldowns"] if c["model"] in (model, "", None))
+                   for k in alive if any(c["model"] in (model, "", None) for c in k["cooldowns"])]
+        limited, failed = got.get(model, (0, 0))
+        models.append({
+            "model": model,
+            "usable": len(alive) - len(resting),
+            "total": len(active),
+            "resting": len(resting),
+            "back_at": min(resting) if resting else None,
+            "got_429": limited or 0,
+            "got_5xx": failed or 0,
+            "requests": used.get(model) or 0,
+        })
+    models.sort(key=lambda m: (-m["requests"], m["model"]))
+    states = [k["state"] for k in keys]
+    return {
+        "models": models,
+        "keys": {
+            "total": len(active),
+            "usable": len(alive),
+            "sick": states.count("sick"),
+            "dead": states.count("dead"),
+            "disabled": states.count("disabled"),
+        },
+    }
 
 
 def users_overview(db: Database, rollup: Rollup, *, now: float) -> list[dict[str, Any]]:
