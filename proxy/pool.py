@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from proxy import realthread
 from proxy.errors import Kind, Outcome
+from proxy.exchange import current_request_id
 from proxy.store.util import next_pacific_midnight
 
 log = logging.getLogger("proxy.pool")
@@ -333,12 +334,13 @@ class KeyPool:
         if outcome.kind in (Kind.OK, Kind.UPSTREAM, Kind.KEY_DEAD):
             key.count(outcome.kind is Kind.OK, now)
         w = self.writer
+        rid = current_request_id() if w else None  # the Logs pane opens that request
         if outcome.kind is Kind.KEY_DEAD:
             key.invalid_reason, key.dead_at = outcome.reason, now
             if w:
                 w.key_invalid(key.id, outcome.reason, now)
                 w.event("warning", f"key {key.masked} retired: {outcome.reason}",
-                        status=outcome.status, key_id=key.id, model=model)
+                        status=outcome.status, key_id=key.id, model=model, request_id=rid)
             log.warning("key %s retired: %s", key.masked, outcome.reason)
         elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY) and outcome.cool_until:
             self.cool[(key.id, model)] = (outcome.cool_until, outcome.kind.value, now)
@@ -346,10 +348,10 @@ class KeyPool:
                 w.key_cooled(key.id, model, outcome.cool_until, outcome.kind.value, outcome.reason)
                 w.event("info", f"key {key.masked} resting for {model} "
                         f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
-                        status=outcome.status, key_id=key.id, model=model)
+                        status=outcome.status, key_id=key.id, model=model, request_id=rid)
         elif outcome.kind is Kind.UPSTREAM and w:
             w.event("warning", f"upstream trouble on key {key.masked}: {outcome.reason}",
-                    status=outcome.status, key_id=key.id, model=model)
+                    status=outcome.status, key_id=key.id, model=model, request_id=rid)
         if w:
             w.key_used(key.id, now, None if outcome.kind is Kind.OK else outcome.reason)
 

@@ -63,6 +63,8 @@ def relay_stream(pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> Ite
         for raw in reply.chunks or ():
             tail.feed(raw)
             sent += 1
+            if sent == 1:
+                ex.first_byte(reply)
             yield from framing.chunk(raw)
         yield from framing.close()
     except GeneratorExit:  # the client went away; nothing more to send
