@@ -199,7 +199,8 @@ def recent_requests(
     """Return the newest `limit` requests matching `f`, plus any still in flight, newest first.
 
     In-flight rows (no status, started within IN_FLIGHT_WINDOW) are included even when they
-    are older than the newest `limit`, so a long stream never drops off the screen.
+    are older than the newest `limit`, so a long stream never drops off the screen. Each row
+    gets `lost` (see mark_lost).
     """
     f = f or RequestFilter()
     with snapshot(db):
