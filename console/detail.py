@@ -55,15 +55,20 @@ def request_view(r: dict[str, Any]) -> RenderableType:
     key = _masked(r.get("key_masked")) or "—"
     if r.get("key_id"):
         key += f" (id {r['key_id']})"
+    lost = status is None and bool(r.get("lost"))
+    if lost:  # its worker is gone: it will never finish
+        state = Text("lost: its worker stopped before it finished", style="yellow")
+    else:
+        state = Text("in flight" if status is None else str(status), style=status_style(status))
     pairs = _pairs([
         ("started", stamp(r.get("started_at"))),
-        ("ended", stamp(r.get("ended_at")) if r.get("ended_at") else "in flight"),
+        ("ended", stamp(r.get("ended_at")) if r.get("ended_at") else "never" if lost else "in flight"),
         ("user", user),
         ("dialect", "OpenAI" if r.get("dialect") == "openai" else "native Gemini"),
         ("model", r.get("model")),
         ("stream", "yes" if r.get("stream") else "no"),
         ("key", key),
-        ("status", Text("in flight" if status is None else str(status), style=status_style(status))),
+        ("status", state),
         ("first byte", ms(r.get("ttfb_ms"))),
         ("duration", ms(r.get("duration_ms"))),
         ("tokens", f"{tin} in · {tout} out"),
@@ -95,7 +100,8 @@ def request_view(r: dict[str, Any]) -> RenderableType:
             ms(a.get("ms")), str(a.get("reason") or ""),
         )
     if not attempts.row_count:
-        attempts.add_row("", "none yet" if status is None else "none: the proxy answered itself", "", "", "", "")
+        none = "none recorded" if lost else "none yet" if status is None else "none: the proxy answered itself"
+        attempts.add_row("", none, "", "", "", "")
     return Group(wide, pairs, Text(""), attempts)
 
 

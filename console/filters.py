@@ -26,6 +26,9 @@ _LEVEL_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal"
 
 REQUEST_HINT = "model:… key:… user:… status:4xx|429|ok|err|live  text"
 EVENT_HINT = "level:warning status:429|5xx  text"
+TEXT_HINT = "words any column shows (all of them, any case)"
+# The console shows model names without this prefix; a filter may use either form.
+MODEL_PREFIX = "gemini-"
 
 
 @dataclass
@@ -43,8 +46,13 @@ class ParsedFilter:
 
     def requests(self) -> RequestFilter:
         """Return the filter for the request listing."""
+        models: list[str] = []
+        for name in self.models:
+            for form in (name, name if name.startswith(MODEL_PREFIX) else MODEL_PREFIX + name):
+                if form not in models:
+                    models.append(form)
         return RequestFilter(
-            models=tuple(self.models), keys=tuple(self.keys), users=tuple(self.users),
+            models=tuple(models), keys=tuple(self.keys), users=tuple(self.users),
             statuses=tuple(self.statuses), in_flight=self.in_flight, text=self.text,
         )
 
@@ -76,7 +84,7 @@ def parse(line: str) -> ParsedFilter:
 
 def _add(out: ParsedFilter, kind: str, item: str) -> None:
     if kind == "model":
-        out.models.append(item.removeprefix("models/"))
+        out.models.append(item.removeprefix("models/").lower())
     elif kind == "key":
         out.keys.append(item)
     elif kind == "user":

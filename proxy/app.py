@@ -45,7 +45,7 @@ class ProxyState:
     def heartbeat(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
                 "last_seen": time.time(), "version": __version__, "inflight": Counters.inflight,
-                "served": Counters.served}
+                "served": Counters.served, "state": "stopping" if Counters.stopping else "up"}
 
     def close(self) -> None:
         """Stop background work and flush every queued write (idempotent)."""

@@ -45,6 +45,17 @@ class Counters:
     inflight = 0
     served = 0
     peak = 0  # most in flight at once since memory was last released
+    stopping = False  # set once the worker was told to stop: it drains, then exits
+
+
+# The request the running greenlet (or thread) serves. Each greenlet has its own context, so
+# what the pool logs during an attempt names its request without every caller passing it.
+_current: ContextVar[str | None] = ContextVar("proxy_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """Return the id of the request being served here, or None outside one."""
+    return _current.get()
 
 
 def _counter(error_class: str) -> str:
@@ -84,6 +95,7 @@ class Exchange:
         self.started = time.time()
         self._t0 = time.monotonic()
         self.finished = False
+        _current.set(self.id)
         Counters.inflight += 1
         if Counters.inflight > Counters.peak:
             Counters.peak = Counters.inflight
@@ -113,6 +125,20 @@ class Exchange:
     def _uid(self) -> int:
         return self.user.id if self.user else 0
 
+    def first_byte(self, reply: "Reply") -> None:
+        """Record the key, attempts and time to first byte as a stream's first chunk goes out.
+
+        The row stays in flight; the console shows them while the stream runs. One queued
+        op, no SQL: the writer merges it into the row and never over a finish.
+        """
+        if self.finished or self.sink is None:
+            return
+        key = reply.key
+        self.sink.writer.request_first_byte(
+            self.id, key_id=key.id if key else None, key_masked=key.masked if key else None,
+            ttfb_ms=round(reply.ttfb * 1000, 2) if reply.ttfb is not None else None,
+            attempts=len(reply.attempts), attempts_detail=[a.as_dict() for a in reply.attempts])
+
     def finish(self, status: int, reply: "Reply | None" = None, *,
                tokens: tuple[int, int] | None = None, error_class: str | None = None,
                error_message: str | None = None) -> None:
@@ -120,6 +146,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        if _current.get() == self.id:
+            _current.set(None)  # what this greenlet logs next is not about this request
         Counters.inflight -= 1
         Counters.served += 1
         if Counters.inflight == 0 and Counters.peak >= memory.BURST:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from proxy import realthread
 from proxy.errors import Kind, Outcome
+from proxy.exchange import current_request_id
 from proxy.redact import redact
 from proxy.store.util import next_pacific_midnight
 
@@ -352,12 +353,13 @@ class KeyPool:
         reason = outcome.reason
         if reason:  # it quotes Google, who may name a key: masked before it is kept or logged
             reason = redact(reason, [k.value for k in self.keys.values()])
+        rid = current_request_id() if w else None  # the Logs pane opens that request
         if outcome.kind is Kind.KEY_DEAD:
             key.invalid_reason, key.dead_at = reason, now
             if w:
                 w.key_invalid(key.id, reason, now)
                 w.event("warning", f"key {key.masked} retired: {reason}",
-                        status=outcome.status, key_id=key.id, model=model)
+                        status=outcome.status, key_id=key.id, model=model, request_id=rid)
             log.warning("key %s retired: %s", key.masked, reason)
         elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY) and outcome.cool_until:
             self.cool[(key.id, model)] = (outcome.cool_until, outcome.kind.value, now)
@@ -365,10 +367,10 @@ class KeyPool:
                 w.key_cooled(key.id, model, outcome.cool_until, outcome.kind.value, reason)
                 w.event("info", f"key {key.masked} resting for {model} "
                         f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
-                        status=outcome.status, key_id=key.id, model=model)
+                        status=outcome.status, key_id=key.id, model=model, request_id=rid)
         elif outcome.kind is Kind.UPSTREAM and w:
             w.event("warning", f"upstream trouble on key {key.masked}: {reason}",
-                    status=outcome.status, key_id=key.id, model=model)
+                    status=outcome.status, key_id=key.id, model=model, request_id=rid)
         if w:
             w.key_used(key.id, now, None if outcome.kind is Kind.OK else reason)
 

@@ -107,6 +107,8 @@ def _relay(pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> Iterator[
         for raw in reply.chunks or ():
             tail.feed(raw)
             sent += 1
+            if sent == 1:
+                ex.first_byte(reply)
             yield from framing.chunk(raw)
         yield from framing.close()
     except GeneratorExit:  # the client went away; nothing more to send

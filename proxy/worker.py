@@ -177,6 +177,7 @@ class ProxyWorker(GeventWorker):
     def _drain_on_quit(self) -> None:
         while self.alive:
             gevent.sleep(0.2)
+        Counters.stopping = True  # the heartbeat tells the console this worker is draining
         deadline = time.monotonic() + max(1.0, self.cfg.graceful_timeout - FLUSH_MARGIN)
         while Counters.inflight > 0 and time.monotonic() < deadline:
             gevent.sleep(0.05)

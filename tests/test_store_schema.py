@@ -24,7 +24,7 @@ EXPECTED_COLUMNS = {
         "tpd_limit", "allowed_models",
     ],
     "pins": ["seq", "name", "key_id", "created_at"],
-    "workers": ["host", "pid", "started_at", "last_seen", "version", "inflight", "served"],
+    "workers": ["host", "pid", "started_at", "last_seen", "version", "inflight", "served", "state"],
     "meta": ["key", "value"],
     "migrations": ["name", "applied_at"],
 }

@@ -104,6 +104,51 @@ def test_late_start_never_overwrites_a_finish(path, reader):
     assert (request_rows(reader)["x"]["status"], request_rows(reader)["x"]["attempts"]) == (200, 3)
 
 
+FIRST = dict(key_id=2, key_masked="fake…0002", ttfb_ms=41.5, attempts=2,
+             attempts_detail=[{"key_id": 1, "status": 429}, {"key_id": 2, "status": 200}])
+
+
+def test_first_byte_fills_an_in_flight_row(path, reader):
+    writer = started(path)
+    writer.request_started({"id": "s", "started_at": 1.0, "model": "m", "stream": True})
+    assert writer.flush()
+    writer.request_first_byte("s", **FIRST)
+    assert writer.flush()
+    row = request_rows(reader)["s"]
+    assert row["status"] is None  # still in flight, now with its key and first byte
+    assert (row["key_id"], row["key_masked"], row["ttfb_ms"], row["attempts"]) == (2, "fake…0002", 41.5, 2)
+    assert json.loads(row["attempts_detail"])[0]["status"] == 429
+    writer.request_finished({"id": "s", "status": 200, "duration_ms": 900.0, "attempts": 2})
+    writer.close()
+    row = request_rows(reader)["s"]
+    assert (row["status"], row["key_masked"], row["ttfb_ms"], row["duration_ms"]) == (200, "fake…0002", 41.5, 900.0)
+
+
+def test_first_byte_in_the_start_batch_is_one_insert(path, reader):
+    writer = Writer(path)  # not started: both ops land in the first batch
+    writer.request_started({"id": "s", "started_at": 1.0, "model": "m"})
+    writer.request_first_byte("s", **FIRST)
+    writer.start()
+    writer.close()
+    row = request_rows(reader)["s"]
+    assert (row["status"], row["key_id"], row["ttfb_ms"], row["started_at"]) == (None, 2, 41.5, 1.0)
+
+
+def test_first_byte_never_overwrites_a_finish(path, reader):
+    writer = started(path)
+    writer.request_started({"id": "a", "started_at": 1.0})
+    writer.request_finished({"id": "a", "status": 502, "key_id": 3, "key_masked": "fake…0003", "attempts": 3})
+    assert writer.flush()
+    writer.request_first_byte("a", **FIRST)  # late: the finish is already written
+    writer.request_started({"id": "b", "started_at": 1.0})
+    writer.request_finished({"id": "b", "status": 200, "key_id": 3, "ttfb_ms": 7.0, "attempts": 1})
+    writer.request_first_byte("b", **FIRST)  # same batch as its finish, queued after it
+    writer.close()
+    rows = request_rows(reader)
+    assert (rows["a"]["status"], rows["a"]["key_id"], rows["a"]["attempts"]) == (502, 3, 3)
+    assert (rows["b"]["status"], rows["b"]["key_id"], rows["b"]["ttfb_ms"], rows["b"]["attempts"]) == (200, 3, 7.0, 1)
+
+
 def test_attempts_aggregate_into_minutes(path, reader):
     writer = started(path, interval=0.01)
     base = 1_700_000_000.0
@@ -280,7 +325,7 @@ def test_heartbeat_upserts_the_workers_row(path, reader):
 
     def heartbeat():
         calls.append(1)
-        return {"inflight": 3, "served": len(calls), "ignored": "x"}
+        return {"inflight": 3, "served": len(calls), "state": "stopping", "ignored": "x"}
 
     writer = started(path, interval=0.01, heartbeat=heartbeat)
     time.sleep(1.3)
@@ -288,7 +333,7 @@ def test_heartbeat_upserts_the_workers_row(path, reader):
     rows = list(reader.query("SELECT * FROM workers"))
     assert len(rows) == 1
     row = rows[0]
-    assert row["inflight"] == 3 and row["served"] == len(calls) >= 2
+    assert row["inflight"] == 3 and row["served"] == len(calls) >= 2 and row["state"] == "stopping"
     assert row["version"] and row["last_seen"] >= row["started_at"] > 0
 
 

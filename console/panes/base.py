@@ -4,6 +4,10 @@ A pane never touches the database on the main thread. On each tick the app asks 
 pane for a `job` (a function of the Reader, built from the pane's state at that moment), runs
 it in a worker thread, and hands the result back to `show` on the main thread. A pane bumps
 `generation` whenever its query changes, so a result read for an older query is dropped.
+
+Every pane has the `/` filter. A pane with a FILTER_HINT turns it into a store query (its
+`job` reads `self.parsed`); the others filter the rows they already hold by the text their
+cells show, here, so a new pane gets the filter without writing one.
 """
 from __future__ import annotations
 
@@ -16,9 +20,9 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from ..filters import ParsedFilter, parse
+from ..filters import TEXT_HINT, ParsedFilter, parse
 from ..reads import Reader
-from ..table import Column, KeyedTable
+from ..table import Column, KeyedTable, text_matcher
 
 if TYPE_CHECKING:
     from ..app import ConsoleApp
@@ -53,9 +57,16 @@ class Pane(Vertical):
     """Base of the five panes."""
 
     TITLE: ClassVar[str] = ""
-    FILTER_HINT: ClassVar[str] = ""  # non-empty: the pane has a `/` filter with this syntax
+    # Non-empty: the `/` filter is this syntax, applied by the pane's query; empty: the
+    # rows on hand are filtered by the text they show.
+    FILTER_HINT: ClassVar[str] = ""
     NOTES: ClassVar[list[str]] = []  # extra lines for the `?` help
     TABLE_COLUMNS: ClassVar[list[Column]] = []  # the pane's main table
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", key_display="/",
+                tooltip="filter (enter applies, esc cancels; empty clears)"),
+        Binding("escape", "clear_filter", "Clear filter", key_display="esc", show=False),
+    ]
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id, classes="pane")
@@ -70,8 +81,7 @@ class Pane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", classes="info")
         yield from self.body()
-        if self.FILTER_HINT:
-            yield FilterInput(placeholder=self.FILTER_HINT, classes="filter")
+        yield FilterInput(placeholder=self.FILTER_HINT or TEXT_HINT, classes="filter")
 
     def body(self) -> Iterable[Widget]:
         """Yield the pane's widgets: the table, with whatever goes above and below it."""
@@ -107,10 +117,15 @@ class Pane(Vertical):
         self.generation += 1
         self.host.poll_now()
 
+    @property
+    def filters_here(self) -> bool:
+        """Whether `/` filters the rows on hand (True) or the pane's query (False)."""
+        return not self.FILTER_HINT
+
     def set_info(self, *parts: tuple[str, str] | str) -> None:
-        """Write the info line from plain or (text, style) parts."""
+        """Write the info line from plain or (text, style) parts, and the filter after them."""
         line = Text(no_wrap=True, overflow="ellipsis")
-        for part in parts:
+        for part in (*parts, *self.filter_parts()):
             text, style = (part, "") if isinstance(part, str) else part
             line.append(text, style=style)
         self.query_one(".info", Static).update(line)
@@ -120,7 +135,10 @@ class Pane(Vertical):
         if not self.filter_line:
             return []
         parts: list[tuple[str, str] | str] = [(" · filter: ", "dim"), (self.filter_line, "bold cyan")]
-        if self.parsed.problems:
+        if self.filters_here:
+            table = self.table
+            parts.append((f" ({table.row_count} of {table.total})", "dim"))
+        elif self.parsed.problems:
             parts.append((" ⚠ " + "; ".join(self.parsed.problems), "yellow"))
         return parts
 
@@ -128,8 +146,6 @@ class Pane(Vertical):
 
     def action_filter(self) -> None:
         """Open the filter bar with the current filter in it."""
-        if not self.FILTER_HINT:
-            return
         bar = self.query_one(FilterInput)
         bar.value = self.filter_line
         bar.add_class("open")
@@ -156,7 +172,11 @@ class Pane(Vertical):
     def apply_filter(self, line: str) -> None:
         """Use `line` as the filter from now on."""
         self.filter_line = " ".join(line.split())
-        self.parsed = parse(self.filter_line)
+        if self.filters_here:
+            self.table.row_filter = text_matcher(self.filter_line)
+            self.table.refilter()
+        else:
+            self.parsed = parse(self.filter_line)
         self.filter_changed()
         self.changed()
 

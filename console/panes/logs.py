@@ -47,12 +47,11 @@ class LogsPane(Pane):
     NOTES = [
         "Filter words: level:warning (that level and worse), status:429|5xx|400-499;",
         "other words search the message (or match a request id exactly).",
+        "Events about a request name it (the request column); enter opens that request.",
         "The cursor on the last row follows new events; move up to stop following.",
     ]
     BINDINGS = [
         Binding("enter", "open", "Details (the request, when there is one)", key_display="enter", show=False),
-        Binding("slash", "filter", "Filter", key_display="/", tooltip="filter (enter applies, esc cancels; empty clears)"),
-        Binding("escape", "clear_filter", "Clear filter", key_display="esc", show=False),
         Binding("G", "follow", "Follow the tail", key_display="G / end", show=False),
     ]
 
@@ -90,11 +89,10 @@ class LogsPane(Pane):
         self.describe()
 
     def describe(self) -> None:
-        following = self.table.cursor_row >= self.table.row_count - 1
+        following = self.table.following
         self.set_info(
             (f" {len(self.entries)}", "bold"), " events",
             (" · following" if following else " · scrolled back (G follows)", "dim" if following else "yellow"),
-            *self.filter_parts(),
         )
 
     def action_follow(self) -> None:

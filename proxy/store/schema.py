@@ -182,9 +182,15 @@ def _cost(db: Database) -> None:
     db.execute("ALTER TABLE stats_minute ADD COLUMN cost_micros INTEGER DEFAULT 0")
 
 
+def _worker_state(db: Database) -> None:
+    """Add what each worker says it is doing: up, or stopping (draining after SIGTERM)."""
+    db.execute("ALTER TABLE workers ADD COLUMN state TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _initial),
     ("0002_cost", _cost),
+    ("0003_worker_state", _worker_state),
 ]
 
 

@@ -8,6 +8,7 @@ recent rows only, and sums over stats go through a Rollup so that settled hours 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,8 @@ CLIENT_WINDOW = 60.0
 # Columns for the request listing; the detail view reads the rest.
 _LIST_COLUMNS = (
     "seq, id, started_at, ended_at, user_id, user_label, dialect, method, path, model, key_id, "
-    "key_masked, status, attempts, stream, ttfb_ms, duration_ms, tokens_in, tokens_out, error_class"
+    "key_masked, status, attempts, stream, ttfb_ms, duration_ms, tokens_in, tokens_out, error_class, "
+    "error_message, worker_pid"
 )
 LEVELS = ("debug", "info", "warning", "error", "critical")
 SPANS = ("hour", "day", "week")
@@ -214,7 +216,8 @@ def recent_requests(
     """Return the newest `limit` requests matching `f`, plus any still in flight, newest first.
 
     In-flight rows (no status, started within IN_FLIGHT_WINDOW) are included even when they
-    are older than the newest `limit`, so a long stream never drops off the screen.
+    are older than the newest `limit`, so a long stream never drops off the screen. Each row
+    gets `lost` (see mark_lost).
     """
     f = f or RequestFilter()
     with snapshot(db):
@@ -235,14 +238,48 @@ def recent_requests(
             extra = [r for r in flying if r["seq"] not in seen]
             if extra:
                 rows = sorted(rows + extra, key=lambda r: r["seq"], reverse=True)
+        mark_lost(db, rows, now)
     return rows
 
 
-def request_detail(db: Database, request_id: str) -> dict[str, Any] | None:
+def live_workers(db: Database, now: float) -> dict[int, float]:
+    """Return {pid: started_at} of the workers whose heartbeat is fresh."""
+    return {r["pid"]: r["started_at"] or 0.0 for r in fetch_all(
+        db, "SELECT pid, started_at FROM workers WHERE last_seen >= ?", (now - HEARTBEAT_FRESH,))}
+
+
+def mark_lost(db: Database, rows: list[dict[str, Any]], now: float) -> None:
+    """Set `lost` on each row: True for one left unfinished by a worker that is gone.
+
+    A row without a status is in flight only while the worker serving it still beats: a
+    killed proxy leaves its rows behind, and a pid reused by a later worker (which started
+    after the request did) does not bring them back. Rows that name no worker fall back to
+    IN_FLIGHT_WINDOW.
+    """
+    if not any(r["status"] is None for r in rows):
+        for r in rows:
+            r["lost"] = False
+        return
+    alive = live_workers(db, now)
+    for r in rows:
+        if r["status"] is not None:
+            r["lost"] = False
+            continue
+        started = r.get("started_at") or 0.0
+        pid = r.get("worker_pid")
+        if pid is None:
+            r["lost"] = now - started > IN_FLIGHT_WINDOW
+        else:
+            r["lost"] = pid not in alive or alive[pid] > started + 1.0  # a second of clock slack
+
+
+def request_detail(db: Database, request_id: str, *, now: float | None = None) -> dict[str, Any] | None:
     """Return every field of one request, with `attempts_list` parsed from attempts_detail."""
-    row = fetch_one(db, "SELECT * FROM requests WHERE id = ?", (request_id,))
-    if row is None:
-        return None
+    with snapshot(db):
+        row = fetch_one(db, "SELECT * FROM requests WHERE id = ?", (request_id,))
+        if row is None:
+            return None
+        mark_lost(db, [row], now if now is not None else time.time())
     try:
         attempts = json.loads(row.get("attempts_detail") or "[]")
     except ValueError:
@@ -340,7 +377,7 @@ def proxy_status(db: Database, *, now: float) -> dict[str, Any]:
     rate is requests started per second over the last `rate_window` seconds.
     """
     with snapshot(db):
-        workers = fetch_all(db, "SELECT host, pid, last_seen, version, inflight FROM workers")
+        workers = fetch_all(db, "SELECT host, pid, last_seen, version, inflight, state FROM workers")
         recent = db.conn.execute(
             "SELECT count(*) FROM requests WHERE started_at >= ?", (now - RATE_WINDOW,)
         ).fetchone()[0]
@@ -350,8 +387,12 @@ def proxy_status(db: Database, *, now: float) -> dict[str, Any]:
     counts = {"usable": 0, "cooling": 0, "sick": 0, "dead": 0, "disabled": 0}
     for key in keys:
         counts[key["state"]] += 1
+    stopping = sum(1 for w in alive if w["state"] == "stopping")
     return {
         "up": bool(alive),
+        # down: no fresh heartbeat; stopping: every live worker is draining after SIGTERM.
+        "state": "down" if not alive else "stopping" if stopping == len(alive) else "up",
+        "stopping": stopping,
         "workers": len(alive),
         "version": (newest or {}).get("version"),
         "last_seen": (newest or {}).get("last_seen"),

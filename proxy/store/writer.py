@@ -9,6 +9,7 @@ Ops are tuples whose first item names them; build them with the convenience meth
 than by hand:
 
     ("request_started", row)       ("request_finished", row)
+    ("request_first_byte", id, key_id, key_masked, ttfb_ms, attempts, attempts_detail)
     ("attempt", minute, key_id, model, user_id, dialect, outcome, final, tokens_in, tokens_out)
     ("key_used", key_id, ts, error)           ("key_invalid", key_id, reason, ts)
     ("key_cooled", key_id, model, cool_until, reason, last_error, ts)
@@ -62,6 +63,12 @@ _SQL_REQUEST_FINISH = (
     f"INSERT INTO requests ({_COLS}) VALUES ({_VALUES}) ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c} = coalesce(:{c}, {c})" for c in REQUEST_COLUMNS if c != "id")
 )
+# A stream's first byte names its key while it is still in flight; a finish already
+# written (status set) knows more and is never overwritten.
+_SQL_REQUEST_FIRST_BYTE = (
+    "UPDATE requests SET key_id = ?, key_masked = ?, ttfb_ms = ?, attempts = ?, attempts_detail = ? "
+    "WHERE id = ? AND status IS NULL"
+)
 _STATS_KEY = ("minute", "key_id", "model", "user_id", "dialect")
 _SQL_STATS = (
     f"INSERT INTO stats_minute ({', '.join(_STATS_KEY + STATS_COUNTERS)}) "
@@ -96,11 +103,11 @@ _SQL_EVENT = (
 _SQL_UNPIN = "DELETE FROM pins WHERE name = ? AND key_id != ?"
 _SQL_PIN = "INSERT INTO pins (name, key_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING"
 _SQL_WORKER = (
-    "INSERT INTO workers (host, pid, started_at, last_seen, version, inflight, served) "
-    "VALUES (:host, :pid, :started_at, :last_seen, :version, :inflight, :served) "
+    "INSERT INTO workers (host, pid, started_at, last_seen, version, inflight, served, state) "
+    "VALUES (:host, :pid, :started_at, :last_seen, :version, :inflight, :served, :state) "
     "ON CONFLICT(host, pid) DO UPDATE SET started_at = excluded.started_at, "
     "last_seen = excluded.last_seen, version = excluded.version, "
-    "inflight = excluded.inflight, served = excluded.served"
+    "inflight = excluded.inflight, served = excluded.served, state = excluded.state"
 )
 
 
@@ -231,6 +238,16 @@ class Writer:
         """Record the final state of a request (same id as its start; the start may be missing)."""
         self._queue.append(("request_finished", dict(row)))
 
+    def request_first_byte(self, request_id: str, *, key_id: int | None, key_masked: str | None,
+                           ttfb_ms: float | None, attempts: int,
+                           attempts_detail: list[dict[str, Any]] | None = None) -> None:
+        """Record the key and time to first byte of a request still in flight (a stream under way).
+
+        A finish for the same request, queued later or already written, wins over this.
+        """
+        self._queue.append(("request_first_byte", request_id, key_id, key_masked, ttfb_ms, attempts,
+                            attempts_detail))
+
     def attempt(
         self,
         *,
@@ -347,6 +364,7 @@ class Writer:
         row = {
             "host": socket.gethostname(), "pid": os.getpid(), "started_at": self._started_at,
             "last_seen": ts, "version": __version__, "inflight": None, "served": None,
+            "state": None,
         }
         row.update({k: v for k, v in extra.items() if k in row})
         return row
@@ -497,6 +515,7 @@ class Writer:
         """Fold `ops` into as few statements as possible and run them on `conn`."""
         starts: dict[str, dict[str, Any]] = {}
         finishes: dict[str, dict[str, Any]] = {}
+        first_bytes: dict[str, dict[str, Any]] = {}
         stats: dict[tuple[Any, ...], list[int]] = {}
         used: dict[int, list[Any]] = {}
         invalid: dict[int, tuple[Any, ...]] = {}
@@ -525,6 +544,15 @@ class Writer:
                 if earlier is not None:
                     row = {**earlier, **{k: v for k, v in row.items() if v is not None}}
                 finishes[row["id"]] = row
+            elif kind == "request_first_byte":
+                _, rid, key_id, key_masked, ttfb_ms, attempts, detail = op
+                if not rid:
+                    raise ValueError("first byte without a request id")
+                first_bytes[rid] = {
+                    "key_id": key_id, "key_masked": key_masked, "ttfb_ms": ttfb_ms,
+                    "attempts": int(attempts or 0),
+                    "attempts_detail": None if detail is None else json.dumps(detail, separators=(",", ":")),
+                }
             elif kind == "key_used":
                 _, key_id, ts, error = op
                 seen = used.setdefault(key_id, [ts, None])
@@ -556,6 +584,13 @@ class Writer:
             else:
                 raise ValueError(f"unknown op {kind!r}")
 
+        for rid, fields in first_bytes.items():
+            if rid in finishes:
+                continue  # the finish in this batch says all of it, and more
+            if rid in starts:
+                starts[rid].update(fields)  # still one insert for a start in this batch
+        updates = [(f["key_id"], f["key_masked"], f["ttfb_ms"], f["attempts"], f["attempts_detail"], rid)
+                   for rid, f in first_bytes.items() if rid not in finishes and rid not in starts]
         if starts:
             for rid in [rid for rid in starts if rid in finishes]:
                 # Both ends in one batch: a single insert of the merged row.
@@ -563,6 +598,8 @@ class Writer:
                 finishes[rid] = {k: (v if v is not None else start.get(k)) for k, v in finishes[rid].items()}
             if starts:
                 conn.executemany(_SQL_REQUEST_START, list(starts.values()))
+        if updates:
+            conn.executemany(_SQL_REQUEST_FIRST_BYTE, updates)
         if finishes:
             conn.executemany(_SQL_REQUEST_FINISH, list(finishes.values()))
         if stats:
