@@ -28,8 +28,9 @@ COLUMNS = [
     Column("cap", "cap", 5, right=True),
     Column("cooling", "cooling", 13),
     Column("error", "last error", 40),
-    Column("used", "used", 4, right=True),
-    Column("tokens", "tok", 5, right=True),
+    # Shown from about 90 columns: at 80 the health and error columns need the room.
+    Column("used", "used", 0, right=True, flex=1, max_width=4),
+    Column("tokens", "tok", 0, right=True, flex=1, max_width=5),
 ]
 STATE_STYLES = {"usable": "green", "cooling": "yellow", "sick": "bold dark_orange", "dead": "bold red",
                 "disabled": "dim"}
