@@ -37,7 +37,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
     settings = load_or_exit("gemini-proxy", _serve_overrides(args), args.env_file)
-    return run_demo(settings, traffic=not args.quiet, explicit_db=args.db is not None)
+    return run_demo(settings, traffic=not args.quiet, explicit_db=args.db is not None,
+                    log_level=args.log_level or "WARNING")
 
 
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:

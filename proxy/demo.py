@@ -129,10 +129,14 @@ def _add_demo_user(db_path: str) -> None:
         db.close()
 
 
-def _traffic(base: str, stop_at: float | None = None) -> None:
-    """Send a request every second or so, some streamed, until interrupted."""
+REMIND_EVERY = 30.0  # seconds between one-line reminders of the user key and the console
+
+
+def _traffic(base: str, proxy: subprocess.Popen, reminder: str) -> None:
+    """Send a request every second or so, some streamed, until interrupted or the proxy dies."""
     rng = random.Random()
-    while stop_at is None or time.time() < stop_at:
+    remind_at = time.monotonic() + REMIND_EVERY
+    while proxy.poll() is None:
         model = rng.choice(["gemini-2.5-flash", "gemini-2.5-flash", "gemini-2.5-pro"])
         stream = rng.random() < 0.5
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
@@ -145,15 +149,33 @@ def _traffic(base: str, stop_at: float | None = None) -> None:
             urllib.request.urlopen(req, timeout=30).read()
         except (urllib.error.URLError, OSError):
             pass
+        if time.monotonic() >= remind_at:
+            print(reminder, flush=True)
+            remind_at = time.monotonic() + REMIND_EVERY
         time.sleep(rng.uniform(0.3, 1.5))
+    print("gemini-proxy demo: the proxy stopped (see above); ending the demo", flush=True)
+
+
+def _command(name: str) -> str:
+    """Return how to run one of this install's commands, as the README writes it."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        relative = os.path.relpath(here)
+        return relative if not relative.startswith("..") else str(here)
+    return name
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = False) -> int:
-    """Start the fake upstream and the proxy, print how to use them, run until Ctrl-C."""
+def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = False,
+             log_level: str = "WARNING") -> int:
+    """Start the fake upstream and the proxy, print how to use them, run until Ctrl-C.
+
+    The proxy logs at WARNING unless told otherwise: a line per demo request would scroll
+    the instructions away within seconds (the console shows every request anyway).
+    """
     # SIGTERM (systemd, kill) cleans up like Ctrl-C: no orphaned proxy or fake left behind.
     signal.signal(signal.SIGTERM, _interrupt)
     db_path = _db_for_demo(settings, explicit_db)
@@ -162,7 +184,7 @@ def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = Fa
     _label_demo_keys(db_path)
     _add_demo_user(db_path)
     env = dict(os.environ, PROXY_DB=db_path, UPSTREAM_URL=fake_url, PROXY_BIND=settings.bind,
-               PROXY_WORKERS=str(settings.workers), PROXY_DEMO="true", LOG_LEVEL=settings.log_level)
+               PROXY_WORKERS=str(settings.workers), PROXY_DEMO="true", LOG_LEVEL=log_level)
     env.pop("GOOGLE_KEYS", None)  # real keys stay out of the demo
     proxy = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--env-file", ""],
                              env=env, preexec_fn=_die_with_parent)
@@ -176,7 +198,8 @@ def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = Fa
                 if proxy.poll() is not None:
                     raise SystemExit("gemini-proxy demo: the proxy did not start (see above)")
                 time.sleep(0.1)
-        console = "gemini-console" + ("" if db_path == "data/keys.db" else f" --db {db_path}")
+        console = _command("gemini-console") + ("" if db_path == "data/keys.db"
+                                                 else f" --db {db_path}")
         print(f"""
 gemini-proxy demo is running on {base} against a fake Gemini API ({fake_url}).
 Demo keys: one healthy, one that tires after 4 requests a minute, one dead, one flaky,
@@ -191,7 +214,8 @@ Your user key: {DEMO_USER_KEY}
   Watch it: {console}
 Press Ctrl-C to stop.""", flush=True)
         if traffic:
-            _traffic(base)
+            _traffic(base, proxy, f"demo on {base} · user key {DEMO_USER_KEY} · watch it: "
+                                  f"{console} · Ctrl-C stops")
         else:
             proxy.wait()
     except KeyboardInterrupt:

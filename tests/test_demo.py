@@ -12,10 +12,9 @@ from proxy.demo import DEMO_USER_KEY
 from proxy.store import db as store_db
 
 
-def test_demo_serves_and_retires_its_keys(tmp_path):
-    port = free_port()
-    db = tmp_path / "demo.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "GOOGLE_", "USER_"))}
+def run_demo_once(db, port: int) -> str:
+    """Run the demo until it has printed its banner, use it, stop it; return what it printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "GOOGLE_", "USER_", "LOG_"))}
     proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "demo", "--bind", f"127.0.0.1:{port}",
                              "--db", str(db), "--workers", "1", "--quiet", "--env-file", ""],
                             env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -34,18 +33,40 @@ def test_demo_serves_and_retires_its_keys(tmp_path):
         body = {"contents": [{"parts": [{"text": "hello demo"}]}]}
         statuses = [requests.post(url, json=body, headers={"x-goog-api-key": DEMO_USER_KEY},
                                   timeout=20).status_code for _ in range(6)]
-        assert statuses.count(200) >= 5
+        assert statuses.count(200) >= 5, statuses
     finally:
         proc.send_signal(signal.SIGTERM)  # as systemd or kill would; Ctrl-C takes the same path
-        proc.wait(timeout=40)
+        rest, _ = proc.communicate(timeout=40)
+    assert proc.returncode == 0
+    return out + rest
+
+
+def test_demo_serves_and_retires_its_keys(tmp_path):
+    port = free_port()
+    db = tmp_path / "demo.db"
+    out = run_demo_once(db, port)
+    # the banner stays on screen: no line per request under it
+    assert "POST /v1beta" not in out and " INFO " not in out
+    assert "gemini-console --db" in out
     conn = store_db.open_db(db)
     keys = {r["value"]: r["status"] for r in conn.query("select value, status from google_keys")}
     assert keys and set(keys.values()) == {"removed"}
     users = list(conn.query("select status from users where label = 'demo'"))
     assert users == [{"status": "removed"}]
-    assert proc.returncode == 0
+    conn.close()
     # no orphans: the proxy and the fake upstream it started are gone too
     assert requests_refused(f"http://127.0.0.1:{port}/health")
+    # a second demo on the same database brings its retired user and keys back
+    run_demo_once(db, free_port())
+
+
+def test_demo_traffic_ends_when_the_proxy_dies(capsys):
+    from proxy.demo import _traffic
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _traffic("http://127.0.0.1:9", dead, "reminder")
+    assert "the proxy stopped" in capsys.readouterr().out
 
 
 def requests_refused(url: str) -> bool:

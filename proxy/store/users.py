@@ -47,8 +47,9 @@ def add_user(db: Database, label: str, key: str | None = None) -> tuple[int, str
     key_hash = hash_user_key(key)
     ts = now()
     with transaction(db):
-        clash = fetch_one(db, "SELECT id, label FROM users WHERE key_hash = ?", (key_hash,))
-        if clash is not None:
+        clash = fetch_one(db, "SELECT id, label, status FROM users WHERE key_hash = ?", (key_hash,))
+        # A removed user may get their own key back under their own label; nobody else may.
+        if clash is not None and not (clash["label"] == label and clash["status"] == "removed"):
             raise StoreError(f"that key already belongs to user {clash['label']!r}")
         old = fetch_one(db, "SELECT id, status FROM users WHERE label = ?", (label,))
         if old is not None and old["status"] != "removed":
