@@ -20,7 +20,8 @@ With "once" every connection sends exactly one request at the same moment and cl
 (keep-alive). The measured window opens once `warmup` seconds have passed AND every
 connection has finished its first request (at c=256 the connect storm alone can take a
 second through the proxy, and would otherwise leak into p99), or after `max_warmup`
-seconds whatever happened, and lasts `duration` seconds. Throughput counts completions inside the window; latencies are those of
+seconds whatever happened, and lasts `duration` seconds. Throughput counts completions inside the
+window; latencies are those of
 requests that started inside it.
 """
 from __future__ import annotations

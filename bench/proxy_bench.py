@@ -33,7 +33,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]  # the bench's helpers, and the pro
 import procs  # noqa: E402
 from profile_summary import load as load_profile, report as profile_report  # noqa: E402
 
-from proxy.settings import Settings
+from proxy.settings import Settings  # noqa: E402
 
 DEFAULT_WORKERS = Settings().workers  # measure what a user gets without tuning
 
@@ -385,7 +385,8 @@ def main_table(bench: Bench) -> list[str]:
         for name, t in (("direct", d), ("proxy", p)):
             prox = name == "proxy"
             ratio = f"{100 * p.rps / d.rps:5.1f}%" if prox and d.rps else ""
-            added = lambda a, b: fmt(pct(a, b[1]) - pct(b[0], b[1]), ".2f", True) if prox else ""  # noqa: E731
+            added = lambda a, b, prox=prox: (  # noqa: E731
+                fmt(pct(a, b[1]) - pct(b[0], b[1]), ".2f", True) if prox else "")
             stream = cell.stream
             lines.append(
                 f"{cell.label if not prox else '':<20} {cell.concurrency if not prox else '':>4} "

@@ -85,7 +85,8 @@ class StatusLine(Static):
             return
         now = time.time()
         if status["up"]:
-            line.append(*((" ● stopping", "bold yellow") if status.get("state") == "stopping" else (" ● up", "bold green")))
+            stopping = status.get("state") == "stopping"
+            line.append(*((" ● stopping", "bold yellow") if stopping else (" ● up", "bold green")))
             line.append(f" v{status['version'] or '?'}")
             if status["workers"] > 1:
                 line.append(f" ×{status['workers']}", style="dim")

@@ -86,7 +86,8 @@ def leaf(group: argparse._SubParsersAction, name: str, **kwargs: Any) -> argpars
     return parser
 
 
-def _family(subparsers: argparse._SubParsersAction, name: str, help: str, description: str) -> argparse._SubParsersAction:
+def _family(subparsers: argparse._SubParsersAction, name: str, help: str,
+            description: str) -> argparse._SubParsersAction:
     parser = subparsers.add_parser(name, help=help, description=description)
     group = parser.add_subparsers(dest=f"{name}_command", metavar="ACTION")
 
@@ -282,7 +283,8 @@ def _keys_cap(db: Database, args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_action(verb: str, action: Callable[[Database, str], dict[str, Any]]) -> Callable[[Database, argparse.Namespace], int]:
+def _key_action(verb: str, action: Callable[[Database, str], dict[str, Any]]
+                ) -> Callable[[Database, argparse.Namespace], int]:
     past = {"enable": "enabled", "disable": "disabled", "remove": "removed", "reset": "reset"}[verb]
 
     def body(db: Database, args: argparse.Namespace) -> int:

@@ -169,7 +169,8 @@ def _register_error_handlers(app: Flask) -> None:
                                      f"({limit:g} MiB; see MAX_REQUEST_BODY_MB).")
         if code == 404:
             return dialect_error(404, f"No route for {request.method} {request.path}. Native "
-                                     "Gemini calls live under /v1beta/ and /v1/, OpenAI ones under /v1/ and /openai/v1/.")
+                                     "Gemini calls live under /v1beta/ and /v1/, OpenAI ones "
+                                     "under /v1/ and /openai/v1/.")
         if code == 405:
             return dialect_error(405, f"{request.method} is not allowed on {request.path}.")
         resp = dialect_error(code, exc.description or exc.name)

@@ -196,7 +196,7 @@ def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = Fa
                 break
             except (urllib.error.URLError, OSError):
                 if proxy.poll() is not None:
-                    raise SystemExit("gemini-proxy demo: the proxy did not start (see above)")
+                    raise SystemExit("gemini-proxy demo: the proxy did not start (see above)") from None
                 time.sleep(0.1)
         console = _command("gemini-console") + ("" if db_path == "data/keys.db"
                                                  else f" --db {db_path}")

@@ -1,7 +1,8 @@
 """Prometheus metrics, correct across gunicorn workers (prometheus_client multiprocess mode).
 
 `gemini-proxy serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers
-fork (proxy.server; this module must not be imported before that); each worker then writes its samples to memory-mapped files there and /metrics, in
+fork (proxy.server; this module must not be imported before that); each worker then writes its
+samples to memory-mapped files there and /metrics, in
 whichever worker answers, adds them up. Without that variable (tests, one process) the
 default in-process registry is used.
 """

@@ -60,7 +60,8 @@ def seed_db(path: Path, now: float | None = None) -> dict[str, Any]:
     rows.append(request_row(25, now, status=503, error_class="upstream_error", error_message="the model is overloaded",
                             key_id=2, key_masked="fake…0002", dialect="openai", path="/v1/chat/completions"))
     rows.append(request_row(26, now, status=400, error_class="client_error", error_message="bad [request] body"))
-    rows.append(request_row(27, now, status=200, attempts=2, key_id=1, key_masked="fake…0001", attempts_detail=json.dumps([
+    rows.append(request_row(27, now, status=200, attempts=2, key_id=1, key_masked="fake…0001",
+                            attempts_detail=json.dumps([
         {"key_id": 2, "key": "fake…0002", "status": 429, "outcome": "rate_limited", "reason": "per-minute quota",
          "ms": 120.0},
         {"key_id": 1, "key": "fake…0001", "status": 200, "outcome": "ok", "reason": "", "ms": 700.0},

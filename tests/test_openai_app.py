@@ -11,7 +11,8 @@ from proxy.store import db as store_db
 
 AUTH = {"Authorization": f"Bearer {USER_KEY}"}
 FLASH = "gemini-2.5-flash"
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
+                       "awAAAABJRU5ErkJggg==")
 
 
 def flushed_db(app):

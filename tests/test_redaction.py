@@ -459,7 +459,8 @@ def test_gunicorn_server_at_debug_never_shows_the_key(live_factory, fake):
     logs = proxy.logs()
     assert "retired" in logs and mask_key(last_key(fake)) in logs
     db = sqlite3.connect(proxy.db)
-    stored = json.dumps(ensure_ascii=False, obj=db.execute("SELECT error_message, attempts_detail FROM requests").fetchall()
+    stored = json.dumps(ensure_ascii=False,
+                        obj=db.execute("SELECT error_message, attempts_detail FROM requests").fetchall()
                         + db.execute("SELECT message FROM events").fetchall()
                         + db.execute("SELECT last_error, invalid_reason FROM google_keys").fetchall())
     db.close()

@@ -1,4 +1,5 @@
 """Settings: environment, .env, overrides, and one clear line for a bad value."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -58,5 +59,5 @@ def test_default_workers_follow_the_cores():
 
 
 def test_settings_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().bind = "0.0.0.0:1"  # type: ignore[misc]

@@ -83,7 +83,8 @@ def test_start_and_finish_in_one_batch_is_one_row(path, reader):
     assert writer.flush()
     assert writer.depth == 0
     rows = list(reader.query("SELECT seq, id, started_at, ended_at, status, model, attempts FROM requests"))
-    assert rows == [{"seq": 1, "id": "a", "started_at": 1.0, "ended_at": 2.0, "status": 200, "model": "m", "attempts": 0}]
+    assert rows == [{"seq": 1, "id": "a", "started_at": 1.0, "ended_at": 2.0, "status": 200, "model": "m",
+                     "attempts": 0}]
     writer.close()
 
 
@@ -386,7 +387,7 @@ def test_put_is_cheap(path):
         writer.put(op)
     put_cost = (time.perf_counter() - start) / n
     start = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         writer.attempt(ts=1e9, key_id=1, model="m", user_id=1, dialect="native", outcome="ok", final=True)
     attempt_cost = (time.perf_counter() - start) / n
     row = {"id": "r", "started_at": 1.0, "model": "m", "user_id": 1, "dialect": "native", "path": "/v1"}

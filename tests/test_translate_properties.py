@@ -130,7 +130,8 @@ def chat_requests(draw):
             st.sampled_from(tool_names).map(lambda n: {"type": "function", "function": {"name": n}})))
     body["response_format"] = draw(st.one_of(
         st.just({"type": "text"}), st.just({"type": "json_object"}),
-        params_schemas.map(lambda s: {"type": "json_schema", "json_schema": {"name": "x", "schema": s, "strict": True}})))
+        params_schemas.map(lambda s: {"type": "json_schema",
+                                      "json_schema": {"name": "x", "schema": s, "strict": True}})))
     optional = draw(st.fixed_dictionaries({}, optional={
         "temperature": st.floats(0, 2), "top_p": st.floats(0, 1), "max_tokens": st.integers(1, 10000),
         "stop": st.one_of(texts, st.lists(texts, max_size=4)), "seed": st.integers(-2**63, 2**63),

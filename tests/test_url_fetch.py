@@ -27,7 +27,8 @@ AUTH = {"Authorization": f"Bearer {USER_KEY}"}
 FLASH = "gemini-2.5-flash"
 PUBLIC_IP = "93.184.216.34"
 CHAT_PATH = "messages[0].content[1].image_url.url"
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
+                       "awAAAABJRU5ErkJggg==")
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 SECRET = b"internal-secret-body"
 

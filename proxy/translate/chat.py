@@ -427,7 +427,7 @@ def gemini_to_chat_completion(resp: dict[str, Any], *, model: str, completion_id
     candidates = resp.get("candidates")
     if isinstance(candidates, list):
         used: set[int] = set()
-        for pos, cand in enumerate(candidates):
+        for cand in candidates:
             if not isinstance(cand, dict):
                 continue
             index = cand.get("index")
