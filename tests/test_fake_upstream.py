@@ -454,8 +454,10 @@ def test_rpm_quota_429(fake: FakeUpstream) -> None:
     limited = call(fake, "generateContent")
     assert details(limited)["RetryInfo"]["retryDelay"] == "1s"
     assert limited.json()["error"]["message"].endswith("Please retry in 1.00s.")
-    time.sleep(0.55)
-    assert call(fake, "generateContent").status_code == 200  # the window slid
+    deadline = time.monotonic() + 5
+    while (status := call(fake, "generateContent").status_code) == 429 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status == 200  # the window slid
 
 
 def test_daily_quota_prefers_quota_id(fake: FakeUpstream) -> None:
@@ -525,7 +527,9 @@ def test_hang_does_not_block_others(fake: FakeUpstream) -> None:
     thread = threading.Thread(target=hang)
     started = time.monotonic()
     thread.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while not any(r["key"] == "fake-hang" for r in fake.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the hanging call is being held by the fake
     assert call(fake, "generateContent").status_code == 200
     assert time.monotonic() - started < 0.8
     thread.join()

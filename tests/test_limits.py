@@ -22,8 +22,8 @@ def configure(app, fn):
         fn(db)
     finally:
         db.close()
-    st.refresher.poke()
-    time.sleep(0.5)
+    assert st.refresher.await_view(time.monotonic(), 5)  # a read that saw the change
+    st.pool.sync()
 
 
 def user_ref(app):

@@ -329,7 +329,9 @@ def test_heartbeat_upserts_the_workers_row(path, reader):
         return {"inflight": 3, "served": len(calls), "state": "stopping", "ignored": "x"}
 
     writer = started(path, interval=0.01, heartbeat=heartbeat)
-    time.sleep(1.3)
+    deadline = time.monotonic() + 10
+    while len(calls) < 2 and time.monotonic() < deadline:  # two beats: the row was upserted
+        time.sleep(0.02)
     writer.close()
     rows = list(reader.query("SELECT * FROM workers"))
     assert len(rows) == 1
