@@ -19,8 +19,4 @@ def prepare_database(settings: Settings) -> bytes:
         secret = meta.get_secret(db).encode()
     finally:
         db.close()
-    if not settings.demo:
-        from proxy.demo import retire_leftovers
-
-        retire_leftovers(settings.db_path)
     return secret

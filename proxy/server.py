@@ -103,6 +103,10 @@ def serve(settings: Settings) -> int:
         return 1
     try:
         prepare_database(settings)
+        if not settings.demo:  # a real start never keeps the demo's public user key
+            from proxy.demo import retire_leftovers
+
+            retire_leftovers(settings.db_path)
         interrupted = close_interrupted(settings.db_path)
         pool = census(settings.db_path)
     except Exception as exc:  # a clear line, not a traceback: the folder or file is the problem

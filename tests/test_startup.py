@@ -51,3 +51,25 @@ def test_readme_start_command_creates_env_readable_only_by_its_owner(tmp_path):
     subprocess.run(["bash", "-c", f"umask 022 && {step.group(0)}"], cwd=tmp_path, check=True)
     assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / ".env").read_text() == (ROOT / ".env.example").read_text()
+
+
+def test_a_real_start_retires_what_a_killed_demo_left(tmp_path, fake):
+    """The demo's user key is public: after a demo killed outright, `serve` takes it out."""
+    from proxy.demo import DEMO_USER_KEY, _add_demo_user, _label_demo_keys
+    from proxy.store import open_db
+
+    proxy = LiveProxy(tmp_path, fake.url, workers=1)
+    _label_demo_keys(proxy.db)
+    _add_demo_user(proxy.db)
+    proxy.start()
+    import requests
+
+    r = requests.post(proxy.url + "/v1beta/models/gemini-2.5-flash:generateContent",
+                      headers={"x-goog-api-key": DEMO_USER_KEY},
+                      json={"contents": [{"parts": [{"text": "hi"}]}]}, timeout=10)
+    assert r.status_code == 401
+    proxy.stop()
+    db = open_db(proxy.db)
+    demo_keys = [r["status"] for r in db.query("select status from google_keys where label like 'demo-%'")]
+    assert demo_keys and set(demo_keys) == {"removed"}
+    assert [r["status"] for r in db.query("select status from users where label = 'demo'")] == ["removed"]
