@@ -169,10 +169,10 @@ def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace
 # --- the fake upstream -----------------------------------------------------------------------
 
 class Fake:
-    """`python -m proxy.fake_upstream` on a free loopback port, reconfigurable at run time."""
+    """`python -m proxy.fake.server` on a free loopback port, reconfigurable at run time."""
 
     def __init__(self, *, latency_ms: float, chunks: int, chunk_delay_ms: float) -> None:
-        cmd = [PYTHON, "-m", "proxy.fake_upstream", "--host", "127.0.0.1", "--port", "0",
+        cmd = [PYTHON, "-m", "proxy.fake.server", "--host", "127.0.0.1", "--port", "0",
                "--latency-ms", str(latency_ms), "--chunks", str(chunks),
                "--chunk-delay-ms", str(chunk_delay_ms), "--no-record"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -216,7 +216,7 @@ class Proxy:
                    LOG_LEVEL="WARNING")
         script = Path(PYTHON).parent / "gemini-proxy"
         cmd = [str(script), "serve"] if script.exists() else [
-            PYTHON, "-c", "import sys; from proxy.cli import main; sys.exit(main(['serve']))"]
+            PYTHON, "-c", "import sys; from proxy.cli.main import main; sys.exit(main(['serve']))"]
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)

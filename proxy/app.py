@@ -19,7 +19,7 @@ from proxy.exchange import Counters
 from proxy.pool import KeyPool, Refresher
 from proxy.prices import Prices
 from proxy.settings import Settings, load_settings
-from proxy.serving_guard import ServingGuard
+from proxy.serving.guard import ServingGuard
 from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy")

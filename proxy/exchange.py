@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent 
 
 log = logging.getLogger("proxy.request")
 
-# The id of the request being served (set per request by proxy.serving_guard, which also
+# The id of the request being served (set per request by proxy.serving.guard, which also
 # sends it as X-Request-Id); a dict so the first Exchange can claim it, a second gets its own.
 REQUEST_ID: ContextVar[dict[str, Any] | None] = ContextVar("proxy_request_id", default=None)
 

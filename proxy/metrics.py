@@ -1,7 +1,7 @@
 """Prometheus metrics, correct across gunicorn workers (prometheus_client multiprocess mode).
 
 `gemini-proxy serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers
-fork (proxy.server; this module must not be imported before that); each worker then writes its
+fork (proxy.serving.server; this module must not be imported before that); each worker then writes its
 samples to memory-mapped files there and /metrics, in
 whichever worker answers, adds them up. Without that variable (tests, one process) the
 default in-process registry is used.
@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
-from proxy.multiproc import MULTIPROC_ENV
+from proxy.serving.multiproc import MULTIPROC_ENV
 # Latency buckets around what matters here: sub-ms proxy overhead up to long generations.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 

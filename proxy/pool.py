@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from proxy import realthread
-from proxy.errors import Kind, Outcome
+from proxy.outcomes import Kind, Outcome
 from proxy.exchange import current_request_id
 from proxy.redact import redact
 from proxy.store.util import next_pacific_midnight

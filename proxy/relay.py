@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Iterator, Protocol
 
-from proxy.errors import Kind, Outcome
+from proxy.outcomes import Kind, Outcome
 from proxy.exchange import Exchange
 from proxy.translate.errors import gemini_error_body
 from proxy.upstream import Reply
-from proxy.usage import UsageTail
+from proxy.tokens import UsageTail
 
 
 class StreamBroken(Exception):

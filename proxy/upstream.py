@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 
-from proxy.errors import Kind, Outcome, classify, parse_error_body, transport_failure
+from proxy.outcomes import Kind, Outcome, classify, parse_error_body, transport_failure
 from proxy.pool import Cooling, KeyPool, KeyState, NoKeys
 from proxy.redact import redact, redact_header, redact_stream
 from proxy.settings import Settings

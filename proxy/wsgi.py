@@ -1,4 +1,4 @@
-"""The WSGI entry point for gunicorn: `gunicorn -c proxy/gunicorn_conf.py proxy.wsgi:app`."""
+"""The WSGI entry point for gunicorn: `gunicorn -c proxy/serving/gunicorn_conf.py proxy.wsgi:app`."""
 from proxy.app import create_app
 
 app = create_app()

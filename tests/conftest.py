@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from proxy.fake_upstream import FakeUpstream
+from proxy.fake.server import FakeUpstream
 from proxy.settings import Settings
 
 USER_KEY = "test-user-key-0001"

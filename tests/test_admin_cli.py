@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import admin
+from proxy.cli import admin
 from proxy.store import hash_user_key, migrate, open_db
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def db(path):
 def gemini_proxy(cwd: Path, *argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed entry point's code in `cwd`, as an operator would."""
     clean = {k: v for k, v in os.environ.items() if k not in ("PROXY_DB", "GOOGLE_KEYS", "USER_KEYS")}
-    return subprocess.run([sys.executable, "-c", "import sys; from proxy.cli import main; "
+    return subprocess.run([sys.executable, "-c", "import sys; from proxy.cli.main import main; "
                            "sys.exit(main())", *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=60, env={**clean, **(env or {})})
 
@@ -301,7 +301,7 @@ def test_family_without_action_prints_help(capsys):
 
 def test_module_entry_point(tmp_path):
     path = created(tmp_path / "keys.db")
-    cmd = [sys.executable, "-m", "proxy.admin"]
+    cmd = [sys.executable, "-m", "proxy.cli.admin"]
     done = subprocess.run([*cmd, "keys", "add", "fake-key-0001", "--db", str(path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "added key 1 fake…0001\n"

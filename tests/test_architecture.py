@@ -15,7 +15,7 @@ def modules_after_import(module: str) -> set[str]:
 @pytest.mark.parametrize("module,forbidden", [
     ("proxy.store", {"flask", "werkzeug", "textual", "requests"}),
     ("proxy.store.writer", {"flask", "werkzeug", "textual", "requests"}),
-    ("proxy.errors", {"flask", "werkzeug", "textual", "requests"}),
+    ("proxy.outcomes", {"flask", "werkzeug", "textual", "requests"}),
     ("proxy.pool", {"flask", "werkzeug", "textual", "requests"}),
     ("console.app", {"flask", "werkzeug", "gunicorn"}),
 ])
@@ -27,5 +27,5 @@ def test_framework_free_modules(module, forbidden):
 def test_cli_master_does_not_import_requests_before_gevent_patches():
     # `serve` forks gevent workers that patch ssl/socket; importing requests in the master
     # first would leave sockets unpatched in the workers.
-    loaded = modules_after_import("proxy.cli")
+    loaded = modules_after_import("proxy.cli.main")
     assert not {"requests", "urllib3", "flask", "ssl"} & loaded

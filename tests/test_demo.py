@@ -8,7 +8,7 @@ import time
 import requests
 
 from conftest import ROOT, free_port
-from proxy.demo import DEMO_USER_KEY
+from proxy.cli.demo import DEMO_USER_KEY
 from proxy.store import db as store_db
 
 
@@ -61,7 +61,7 @@ def test_demo_serves_and_retires_its_keys(tmp_path):
 
 
 def test_demo_traffic_ends_when_the_proxy_dies(capsys):
-    from proxy.demo import _traffic
+    from proxy.cli.demo import _traffic
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

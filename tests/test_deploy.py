@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from proxy.gunicorn_conf import options as gunicorn_options
+from proxy.serving.gunicorn_conf import options as gunicorn_options
 from proxy.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +131,7 @@ def test_no_comment_after_a_value(name: str) -> None:
 
 
 def test_proxy_unit_runs_serve_from_the_venv_as_its_own_user() -> None:
-    from proxy.cli import build_parser
+    from proxy.cli.main import build_parser
 
     argv = exec_argv(PROXY_UNIT)
     assert argv[0] == "/opt/gemini-proxy/.venv/bin/gemini-proxy"
@@ -217,7 +217,7 @@ def test_backup_unit_copies_the_proxy_database_as_the_proxy_user() -> None:
     proxy_argv = exec_argv(PROXY_UNIT)
     assert script[script.index("db"):script.index("db") + 2] == ["db", "backup"]
     assert script[script.index("--db") + 1] == proxy_argv[proxy_argv.index("--db") + 1]
-    from proxy.cli import build_parser
+    from proxy.cli.main import build_parser
 
     build_parser().parse_args(script[script.index("db"):])
     assert one(BACKUP_UNIT, "Service", "User") == one(PROXY_UNIT, "Service", "User")
@@ -595,7 +595,7 @@ def _guide_commands(program: str) -> list[list[str]]:
 def test_guide_commands_exist() -> None:
     """Every gemini-proxy / gemini-console command line in INSTALL.md parses."""
     from console.app import build_parser as console_parser
-    from proxy.cli import build_parser as proxy_parser
+    from proxy.cli.main import build_parser as proxy_parser
 
     proxy_cmds = _guide_commands("gemini-proxy")
     console_cmds = _guide_commands("gemini-console")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from proxy.errors import Kind, classify, retry_delay, transport_failure
+from proxy.outcomes import Kind, classify, retry_delay, transport_failure
 from proxy.store.util import next_pacific_midnight
 
 NOW = 1_780_000_000.0

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from proxy.fake_upstream import FakeUpstream
+from proxy.fake.server import FakeUpstream
 
 FLASH = "gemini-2.5-flash"
 KEY = "fake-key-1"
@@ -771,7 +771,7 @@ def test_start_does_not_monkey_patch(server: FakeUpstream) -> None:
 def test_standalone_process(tmp_path: Path) -> None:
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"fake-bad": {"mode": "invalid"}, "fake-good": {}}))
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.fake_upstream", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.fake.server", "--port", "0",
                              "--chunks", "2", "--keys-file", str(keys), "--strict-keys"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from conftest import USER_KEY, make_settings
-from proxy.errors import DEFAULT_MINUTE_COOLDOWN, Kind, classify, parse_error_body, retry_delay
+from proxy.outcomes import DEFAULT_MINUTE_COOLDOWN, Kind, classify, parse_error_body, retry_delay
 from proxy.exchange import Exchange
 from proxy.pool import KeyState
 from proxy.relay import Passthrough, relay_stream
@@ -170,7 +170,7 @@ def test_deep_json_on_googles_openai_layer_and_for_a_restricted_key_is_400(app_f
 
 @pytest.mark.parametrize("count", ["12", float("inf"), float("nan"), -3, 1e300, True, None])
 def test_odd_token_counts_in_an_answer_count_as_nothing(count):
-    from proxy.usage import usage_from
+    from proxy.tokens import usage_from
 
     body = json.dumps({"usageMetadata": {"promptTokenCount": count, "candidatesTokenCount": 5}})
     assert usage_from(body.encode()) == (0, 5)

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from proxy.errors import Kind, Outcome
+from proxy.outcomes import Kind, Outcome
 from proxy.pool import Cooling, KeyPool, NoKeys
 
 

@@ -28,7 +28,7 @@ from test_console_app import SIZE, screen_text, table, until
 from console.app import ConsoleApp
 from console.modals import TextScreen
 from console.panes import KeysPane, LogsPane, RequestsPane
-from proxy.errors import Kind, Outcome
+from proxy.outcomes import Kind, Outcome
 from proxy.exchange import Exchange
 from proxy.pool import KeyPool
 from proxy.redact import KEY_SHAPE, redact, redact_header, redact_stream

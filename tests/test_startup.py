@@ -55,7 +55,7 @@ def test_readme_start_command_creates_env_readable_only_by_its_owner(tmp_path):
 
 def test_a_real_start_retires_what_a_killed_demo_left(tmp_path, fake):
     """The demo's user key is public: after a demo killed outright, `serve` takes it out."""
-    from proxy.demo import DEMO_USER_KEY, _add_demo_user, _label_demo_keys
+    from proxy.cli.demo import DEMO_USER_KEY, _add_demo_user, _label_demo_keys
     from proxy.store import open_db
 
     proxy = LiveProxy(tmp_path, fake.url, workers=1)

@@ -14,7 +14,7 @@ import pytest
 import responses
 
 from proxy import upstream as upstream_module
-from proxy.errors import Kind
+from proxy.outcomes import Kind
 from proxy.pool import KeyPool
 from proxy.settings import Settings
 from proxy.store.util import next_pacific_midnight

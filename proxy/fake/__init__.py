@@ -1,1 +1,1 @@
-"""Pieces of the fake Gemini API; `proxy.fake_upstream` is the entry point."""
+"""Pieces of the fake Gemini API; `proxy.fake.server` is the entry point."""

@@ -19,7 +19,7 @@ from proxy.translate.tools import loads_strict
 from proxy.upstream import (Call, PoolUnavailable, Reply, error_message, filter_request_headers,
                             retry_after)
 from proxy.relay import Passthrough, relay_stream
-from proxy.usage import usage_from
+from proxy.tokens import usage_from
 
 bp = Blueprint("native", __name__)
 

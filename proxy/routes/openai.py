@@ -29,7 +29,7 @@ from proxy.translate.sse import SSE_DONE, SSEParser, sse, sse_event
 from proxy.translate.tools import TOO_DEEP, loads_strict
 from proxy.upstream import Call, PoolUnavailable, Reply, error_message, retry_after
 from proxy.url_fetch import fetch_urls
-from proxy.usage import usage_from
+from proxy.tokens import usage_from
 
 bp = Blueprint("openai", __name__)
 MODELS_TTL = 60.0  # seconds the upstream model list is reused

@@ -12,7 +12,7 @@ def options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [settings.bind],
         "workers": settings.workers,
-        "worker_class": "proxy.worker.ProxyWorker",
+        "worker_class": "proxy.serving.worker.ProxyWorker",
         "worker_connections": settings.worker_connections,
         # gevent workers answer the arbiter's heartbeat while requests wait on I/O, so
         # this only catches a wedged worker; long generations are not affected.
@@ -41,8 +41,8 @@ def child_exit(server: Any, worker: Any) -> None:
     """In the master, once a worker has exited: forget its live gauges, and close the request
     rows it left in flight (it was killed, or outlived the graceful timeout) as interrupted,
     now rather than at the next full restart."""
-    from proxy.multiproc import worker_gone
-    from proxy.server import close_interrupted
+    from proxy.serving.multiproc import worker_gone
+    from proxy.serving.server import close_interrupted
 
     worker_gone(worker.pid)
     settings = getattr(server.app, "settings", None)  # ProxyServer's; plain gunicorn: read them

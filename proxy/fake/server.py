@@ -15,7 +15,7 @@ In-process::
     ...
     fake.stop()
 
-Out of process: ``python -m proxy.fake_upstream --port 8787`` (or `serve_forever`),
+Out of process: ``python -m proxy.fake.server --port 8787`` (or `serve_forever`),
 driven over HTTP with ``POST /_fake/keys``, ``POST /_fake/reset``,
 ``GET /_fake/requests`` and ``POST /_fake/config``.
 """
@@ -264,7 +264,7 @@ def _load_keys(path: str) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run a standalone fake upstream."""
-    parser = argparse.ArgumentParser(prog="python -m proxy.fake_upstream",
+    parser = argparse.ArgumentParser(prog="python -m proxy.fake.server",
                                      description="Serve a fake Gemini API for tests and demos.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")

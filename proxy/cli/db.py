@@ -6,7 +6,7 @@ import os
 import sqlite3
 import sys
 
-from proxy.admin import add_db_options, db_path
+from proxy.cli.admin import add_db_options, db_path
 
 
 def _existing(args: argparse.Namespace) -> str | None:

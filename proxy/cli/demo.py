@@ -61,7 +61,7 @@ def _die_with_parent() -> None:
 
 
 def _start_fake() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.fake_upstream", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.fake.server", "--port", "0",
                              "--latency-ms", "120", "--chunks", "8", "--chunk-delay-ms", "60"],
                             stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     line = proc.stdout.readline() if proc.stdout else ""

@@ -12,9 +12,10 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from proxy import __version__, multiproc
+from proxy import __version__
+from proxy.serving import multiproc
 from proxy.bootstrap import prepare_database
-from proxy.gunicorn_conf import options
+from proxy.serving.gunicorn_conf import options
 from proxy.settings import Settings
 
 log = logging.getLogger("proxy")
@@ -104,7 +105,7 @@ def serve(settings: Settings) -> int:
     try:
         prepare_database(settings)
         if not settings.demo:  # a real start never keeps the demo's public user key
-            from proxy.demo import retire_leftovers
+            from proxy.cli.demo import retire_leftovers
 
             retire_leftovers(settings.db_path)
         interrupted = close_interrupted(settings.db_path)

@@ -27,14 +27,14 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from proxy.server import serve
+    from proxy.serving.server import serve
 
     settings = load_or_exit("gemini-proxy", _serve_overrides(args), args.env_file)
     return serve(settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    from proxy.cli.demo import run_demo
 
     settings = load_or_exit("gemini-proxy", _serve_overrides(args), args.env_file)
     return run_demo(settings, traffic=not args.quiet, explicit_db=args.db is not None,
@@ -71,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no background traffic")
     p.set_defaults(func=cmd_demo)
 
-    from proxy import admin
+    from proxy.cli import admin
 
     admin.add_parsers(sub)
-    from proxy import dbcli
+    from proxy.cli import db as dbcli
 
     dbcli.add_parsers(sub)
     return parser

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 from sqlite_utils import Database
 
-from .store import (
+from proxy.store import (
     StoreError,
     add_key,
     add_user,
@@ -34,10 +34,10 @@ from .store import (
     reset_key,
     set_limits,
 )
-from .store.keys import set_rpm_cap
-from .humanize import count, span
-from .settings import Settings, load_or_exit
-from .store.util import mask_key
+from proxy.store.keys import set_rpm_cap
+from proxy.humanize import count, span
+from proxy.settings import Settings, load_or_exit
+from proxy.store.util import mask_key
 
 EXIT_USAGE = 2
 
@@ -66,7 +66,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the keys/users commands on their own (`python -m proxy.admin keys list`)."""
+    """Run the keys/users commands on their own (`python -m proxy.cli.admin keys list`)."""
     parser = argparse.ArgumentParser(prog="gemini-proxy", description="Manage the key pool and user keys.")
     add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND"))
     args = parser.parse_args(argv)
