@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 from flask import Blueprint, Response, request
 
+from proxy import pins
 from proxy.auth import has_gemini_key, presented_key
 from proxy.exchange import Exchange
 from proxy.pool import User
@@ -108,9 +109,11 @@ def _refused(ex: Exchange, user: User, model: str) -> Response | None:
 
 def _generate(model: str, body: dict[str, Any], stream: bool) -> Call:
     method = "streamGenerateContent" if stream else "generateContent"
+    # A cached content lives in the project of the key that created it: go out on that key.
+    pinned = pins.owner(state(), [body.get("cachedContent") or ""])
     return Call("POST", f"/v1beta/models/{model}:{method}", [("alt", "sse")] if stream else [],
                 {"Content-Type": "application/json"}, json.dumps(body).encode(), model=model,
-                stream=stream)
+                stream=stream, pinned=pinned)
 
 
 class Translated:
