@@ -15,6 +15,7 @@ from flask import Blueprint, Response, request
 
 from proxy import pins
 from proxy.auth import has_gemini_key, presented_key
+from proxy.errors import Kind
 from proxy.exchange import Exchange
 from proxy.pool import User
 from proxy.relay import relay_stream
@@ -22,7 +23,8 @@ from proxy.routes.native import passthrough, state, stream_response
 from proxy.translate.chat import chat_request_to_gemini, gemini_to_chat_completion, urls_to_fetch
 from proxy.translate.chat_stream import ChatStreamTranslator
 from proxy.translate.embeddings import embeddings_request_to_gemini, gemini_to_embeddings, split_batches
-from proxy.translate.errors import TranslationError, gemini_error_to_openai, openai_error_body
+from proxy.translate.errors import (TranslationError, gemini_error_to_openai, openai_error_body,
+                                    rate_limit_body)
 from proxy.translate.models import gemini_model_to_openai, gemini_models_to_openai, normalise_model
 from proxy.translate.responses import gemini_to_response, responses_request_to_gemini
 from proxy.translate.responses_stream import ResponsesStreamTranslator
@@ -70,12 +72,25 @@ def _body() -> dict[str, Any] | Response:
     return body
 
 
+def _rate_limited(message: str, *, spent: bool, retry_after: float | None) -> Response:
+    """Answer a 429 in the one shape every OpenAI route uses (see rate_limit_body)."""
+    return _json(429, rate_limit_body(message, spent=spent), retry_after)
+
+
+def _quota_spent(model: str) -> bool:
+    """Tell whether every key resting for `model` rests because its day's quota is spent."""
+    now = time.time()
+    reasons = [reason for (_, m), (until, reason, _) in state().pool.cool.items()
+               if m == model and until > now]
+    return bool(reasons) and all(r == Kind.RATE_DAY.value for r in reasons)
+
+
 def _rejected(ex: Exchange, exc: PoolUnavailable) -> Response:
     ex.finish(exc.status, None, error_class="rejected", error_message=exc.message)
     if exc.status == 429:
-        return openai_error(429, f"All Google keys are resting ({exc.message}); retry after "
-                                 f"{math.ceil(exc.retry_after or 1)} s.", "rate_limit_error",
-                            code="rate_limit_exceeded", retry_after=exc.retry_after)
+        return _rate_limited(f"All Google keys are resting ({exc.message}); retry after "
+                             f"{math.ceil(exc.retry_after or 1)} s.",
+                             spent=_quota_spent(ex.model), retry_after=exc.retry_after)
     return openai_error(503, exc.message, "server_error", code="no_usable_key")
 
 
@@ -101,8 +116,7 @@ def _refused(ex: Exchange, user: User, model: str) -> Response | None:
         return None
     ex.finish(refusal.status, None, error_class="user_limit", error_message=refusal.message)
     if refusal.status == 429:
-        return openai_error(429, refusal.message, "requests", code="rate_limit_exceeded",
-                            retry_after=refusal.retry_after)
+        return _rate_limited(refusal.message, spent=refusal.spent, retry_after=refusal.retry_after)
     return openai_error(refusal.status, refusal.message, "invalid_request_error",
                         code="model_not_allowed", param="model")
 
@@ -282,6 +296,25 @@ def wrong_method() -> Response:
     resp = openai_error(405, f"{request.method} is not allowed on {request.path}; use POST.")
     resp.headers["Allow"] = "POST, OPTIONS"
     return resp
+
+
+@bp.route("/v1/responses/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/openai/v1/responses/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/openai/responses/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def stored_response(rest: str) -> Response:
+    """Answer the routes on stored responses (retrieve, delete, cancel, input_items…).
+
+    Nothing is stored (every response says store: false), so there is nothing to find;
+    without this route the native /v1/ passthrough would answer Google's plain-text 404.
+    """
+    user = _authenticate()
+    if isinstance(user, Response):
+        return user
+    what = rest.split("/", 1)[0][:100]
+    return openai_error(404, f"No response {what!r}: this proxy stores no responses (they are "
+                             "answered with store: false), so none can be retrieved, deleted, "
+                             "cancelled or listed. Keep the conversation client-side and send "
+                             "it whole in `input`.", "invalid_request_error", code="not_found")
 
 
 def _upstream_models(user: User) -> list[dict[str, Any]] | Response:
