@@ -37,7 +37,9 @@ def codex_body(**extra):
             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a.txt"}]},
             {"role": "user", "content": "thanks"},
         ],
-        "tools": [SHELL, {"type": "web_search"}, {"type": "custom", "name": "apply_patch"}],
+        "tools": [SHELL, {"type": "custom", "name": "apply_patch", "description": "Edit files",
+                          "format": {"type": "grammar", "syntax": "lark",
+                                     "definition": "start: begin_patch"}}],
         "tool_choice": "auto", "parallel_tool_calls": False,
         "reasoning": {"effort": "medium", "summary": "auto"}, "store": False, "stream": True,
         "include": ["reasoning.encrypted_content"], "prompt_cache_key": "abc",
@@ -62,7 +64,12 @@ def test_codex_style_request():
         "name": "shell", "description": "Run a command",
         "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}},
                                                         "workdir": {"type": "string"}},
-                       "required": ["command"]}}]}]
+                       "required": ["command"]}}, {
+        "name": "apply_patch",
+        "description": "Edit files\n\nThe input must follow this lark grammar:\nstart: begin_patch",
+        "parameters": {"type": "object", "properties": {"input": {
+            "type": "string", "description": "The tool's whole input, as free text."}},
+            "required": ["input"]}}]}]
     assert out["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
     assert out["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 8192, "includeThoughts": True}}
     assert opts.stream and opts.include_reasoning and opts.call_names == {"call_A": "shell"}

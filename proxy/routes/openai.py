@@ -26,6 +26,7 @@ from proxy.translate.embeddings import embeddings_request_to_gemini, gemini_to_e
 from proxy.translate.errors import (TranslationError, gemini_error_to_openai, openai_error_body,
                                     rate_limit_body)
 from proxy.translate.models import gemini_model_to_openai, gemini_models_to_openai, normalise_model
+from proxy.translate.params import DROPPED_HEADER, TOLERANT_HEADER
 from proxy.translate.responses import gemini_to_response, responses_request_to_gemini
 from proxy.translate.responses_stream import ResponsesStreamTranslator
 from proxy.translate.sse import SSE_DONE, SSEParser, sse, sse_event
@@ -182,6 +183,14 @@ def _run(user: User, model: str, gbody: dict[str, Any], stream: bool,
         return _json(200, answer)
 
 
+def _dropped(resp: Response, opts: Any) -> Response:
+    """Tell the client what drop_params let go, so nothing is lost unseen."""
+    dropped = getattr(opts, "dropped", None)
+    if dropped:
+        resp.headers[DROPPED_HEADER] = ", ".join(dropped)
+    return resp
+
+
 def _prepare(translate: Callable[..., tuple[str, dict[str, Any], Any]], *, images: bool = False
              ) -> tuple[User, dict[str, Any], str, dict[str, Any], Any] | Response:
     """Authenticate, read the body and translate it; any failure as an OpenAI error."""
@@ -192,7 +201,8 @@ def _prepare(translate: Callable[..., tuple[str, dict[str, Any], Any]], *, image
     if isinstance(body, Response):
         return body
     st = state()
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {
+        "tolerant": request.headers.get(TOLERANT_HEADER, "").strip().lower() == "true"}
     try:
         if images:  # http(s) image and file URLs are fetched here: translators do no I/O
             urls = urls_to_fetch(body)
@@ -222,9 +232,10 @@ def chat_completions() -> Response:
                           lambda: [*map(sse, tr.finish()), SSE_DONE],
                           lambda reason: [sse(tr.error_chunk(502, reason))])
 
-    return _run(user, model, gbody, opts.stream,
-                lambda resp: gemini_to_chat_completion(resp, model=shown, completion_id=cid,
-                                                       created=created, options=opts), framing)
+    return _dropped(_run(user, model, gbody, opts.stream,
+                         lambda resp: gemini_to_chat_completion(resp, model=shown, completion_id=cid,
+                                                                created=created, options=opts),
+                         framing), opts)
 
 
 @bp.route("/v1/responses", methods=["POST"])
@@ -245,9 +256,10 @@ def responses() -> Response:
                           lambda: [sse_event(*e) for e in tr.finish()],
                           lambda reason: [sse_event(*tr.failed_event(reason))])
 
-    return _run(user, model, gbody, opts.stream,
-                lambda resp: gemini_to_response(resp, model=shown, response_id=rid,
-                                                created=created, options=opts), framing)
+    return _dropped(_run(user, model, gbody, opts.stream,
+                         lambda resp: gemini_to_response(resp, model=shown, response_id=rid,
+                                                         created=created, options=opts),
+                         framing), opts)
 
 
 @bp.route("/v1/embeddings", methods=["POST"])
@@ -285,7 +297,7 @@ def embeddings() -> Response:
             return openai_error(502, f"The upstream answer could not be translated: {exc}")
         usage = answer.get("usage") or {}
         ex.finish(200, reply, tokens=(int(usage.get("prompt_tokens") or 0), 0))
-        return _json(200, answer)
+        return _dropped(_json(200, answer), opts)
 
 
 @bp.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
