@@ -48,6 +48,15 @@ class Strictness:
                          "proxy drop what Gemini cannot do")
 
 
+_PENALTY = "{} (an extension on Responses; not sent to Gemini 3, which refuses it)"
+_TOP_LOGPROBS = ("responseLogprobs + logprobs (the count); logprobsResult comes back as "
+                 "choices[].logprobs / output_text.logprobs")
+_TOOL_CHOICE = ("functionCallingConfig (a named function or custom tool → ANY + "
+                "allowedFunctionNames); forcing a built-in tool is unsupported")
+_SERVICE_TIER = ("serviceTier: flex, priority, default → standard, auto → Google's choice; "
+                 "scale is unsupported. The answer's service_tier is the tier Gemini reports")
+_STORE = "nothing is stored (responses say store: false)"
+
 _EXTENSIONS = {
     "extra_body": Param(MAPPED, "extension: `extra_body.google` (thinking_config, "
                                 "safety_settings, cached_content), as Google's own OpenAI layer"),
@@ -68,7 +77,7 @@ CHAT: dict[str, Param] = {
     "model": Param(MAPPED, "the model in the URL; MODEL_ALIASES apply"),
     "messages": Param(MAPPED, "contents + systemInstruction"),
     "stream": Param(MAPPED, "streamGenerateContent?alt=sse"),
-    "stream_options": Param(MAPPED, "include_usage; include_obfuscation is advisory"),
+    "stream_options": Param(MAPPED, "include_usage (Chat); include_obfuscation is advisory"),
     "temperature": Param(MAPPED, "temperature"),
     "top_p": Param(MAPPED, "topP"),
     "top_k": Param(MAPPED, "extension: topK"),
@@ -76,23 +85,25 @@ CHAT: dict[str, Param] = {
     "max_completion_tokens": Param(MAPPED, "maxOutputTokens"),
     "stop": Param(MAPPED, "stopSequences (at most 5)"),
     "n": Param(MAPPED, "candidateCount (not with stream)"),
-    "seed": Param(MAPPED, "seed"),
-    "presence_penalty": Param(MAPPED, "presencePenalty (not sent to Gemini 3, which refuses it)"),
-    "frequency_penalty": Param(MAPPED, "frequencyPenalty (not sent to Gemini 3)"),
+    "seed": Param(MAPPED, "seed (an extension on Responses)"),
+    "presence_penalty": Param(MAPPED, _PENALTY.format("presencePenalty")),
+    "frequency_penalty": Param(MAPPED, _PENALTY.format("frequencyPenalty")),
     "logprobs": Param(MAPPED, "responseLogprobs; logprobsResult comes back as choices[].logprobs"),
-    "top_logprobs": Param(MAPPED, "logprobs (the count)"),
+    "top_logprobs": Param(MAPPED, _TOP_LOGPROBS),
     "response_format": Param(MAPPED, "responseMimeType + responseJsonSchema / responseSchema"),
-    "tools": Param(MAPPED, "functionDeclarations; `custom` tools are unsupported"),
-    "tool_choice": Param(MAPPED, "functionCallingConfig"),
+    "tools": Param(MAPPED, "function tools → functionDeclarations; `custom` tools are "
+                           "unsupported"),
+    "tool_choice": Param(MAPPED, _TOOL_CHOICE),
     "functions": Param(MAPPED, "functionDeclarations (the pre-tools spelling)"),
     "function_call": Param(MAPPED, "functionCallingConfig"),
     "parallel_tool_calls": Param(MAPPED, "false: at most one function call per answer"),
-    "web_search_options": Param(MAPPED, "the googleSearch tool; citations come back as "
-                                        "url_citation annotations"),
+    "web_search_options": Param(MAPPED, "the googleSearch tool (next to functions only on "
+                                        "Gemini 3); search_context_size and user_location are "
+                                        "advisory; citations come back as url_citation "
+                                        "annotations"),
     "reasoning_effort": Param(MAPPED, "thinkingBudget (2.5) / thinkingLevel (3)"),
     "include_reasoning": Param(MAPPED, "extension: thought summaries as reasoning_content"),
-    "service_tier": Param(MAPPED, "serviceTier (flex, priority; default → standard); `scale` "
-                                  "is refused"),
+    "service_tier": Param(MAPPED, _SERVICE_TIER),
     "modalities": Param(MAPPED, "responseModalities (audio for TTS models, image for image "
                                 "models)"),
     "audio": Param(MAPPED, "speechConfig voice; answer as message.audio (wav or pcm16)"),
@@ -100,7 +111,7 @@ CHAT: dict[str, Param] = {
     "verbosity": Param(UNSUPPORTED, "Gemini has no verbosity control", harmless=("medium",)),
     "moderation": Param(UNSUPPORTED, "no moderation pass; use extra_body.google.safety_settings"),
     "prediction": Param(ADVISORY, "a latency hint (predicted output)"),
-    "store": Param(ADVISORY, "storage for OpenAI's evals; nothing is stored"),
+    "store": Param(ADVISORY, _STORE),
     "metadata": Param(ADVISORY, "tags for stored completions; nothing is stored"),
     **_ADVISORY_COMMON,
     **_EXTENSIONS,
@@ -111,26 +122,28 @@ RESPONSES: dict[str, Param] = {
     "input": Param(MAPPED, "contents; built-in tool calls coming back become their parts"),
     "instructions": Param(MAPPED, "systemInstruction"),
     "stream": Param(MAPPED, "streamGenerateContent?alt=sse"),
-    "stream_options": Param(MAPPED, "include_obfuscation is advisory"),
+    "stream_options": Param(MAPPED, "include_usage (Chat); include_obfuscation is advisory"),
     "temperature": Param(MAPPED, "temperature"),
     "top_p": Param(MAPPED, "topP"),
     "top_k": Param(MAPPED, "extension: topK"),
     "max_output_tokens": Param(MAPPED, "maxOutputTokens"),
-    "seed": Param(MAPPED, "extension: seed"),
-    "presence_penalty": Param(MAPPED, "extension: presencePenalty"),
-    "frequency_penalty": Param(MAPPED, "extension: frequencyPenalty"),
-    "top_logprobs": Param(MAPPED, "responseLogprobs + logprobs; output_text.logprobs"),
+    "seed": Param(MAPPED, "seed (an extension on Responses)"),
+    "presence_penalty": Param(MAPPED, _PENALTY.format("presencePenalty")),
+    "frequency_penalty": Param(MAPPED, _PENALTY.format("frequencyPenalty")),
+    "top_logprobs": Param(MAPPED, _TOP_LOGPROBS),
     "include": Param(MAPPED, "message.output_text.logprobs asks for logprobs; the other values "
                              "are always included or have nothing to include"),
     "text": Param(MAPPED, "format → responseMimeType + schema; verbosity other than medium is "
                           "unsupported"),
     "reasoning": Param(MAPPED, "thinkingConfig; summary → includeThoughts"),
-    "tools": Param(MAPPED, "functions and namespaces → functionDeclarations, web_search → "
-                           "googleSearch, code_interpreter → codeExecution; other built-ins "
-                           "are unsupported"),
-    "tool_choice": Param(MAPPED, "functionCallingConfig; forcing a built-in tool is unsupported"),
+    "tools": Param(MAPPED, "functions, namespaces of functions (calls come back with their "
+                           "`namespace`) and custom tools (one string argument; a grammar is "
+                           "described to the model, not enforced) → functionDeclarations; "
+                           "web_search → googleSearch, code_interpreter → codeExecution (next "
+                           "to functions only on Gemini 3); other built-ins are unsupported"),
+    "tool_choice": Param(MAPPED, _TOOL_CHOICE),
     "parallel_tool_calls": Param(MAPPED, "false: at most one function call per answer"),
-    "service_tier": Param(MAPPED, "serviceTier, echoed on the response"),
+    "service_tier": Param(MAPPED, _SERVICE_TIER),
     "metadata": Param(MAPPED, "echoed on the response"),
     "truncation": Param(UNSUPPORTED, "the proxy never drops input items", harmless=("disabled",)),
     "max_tool_calls": Param(UNSUPPORTED, "Gemini cannot cap its built-in tool calls"),
@@ -144,7 +157,7 @@ RESPONSES: dict[str, Param] = {
     "access_programs": Param(UNSUPPORTED, "OpenAI access programs"),
     "image": Param(UNSUPPORTED, "OpenAI image options"),
     "moderation": Param(UNSUPPORTED, "no moderation pass; use extra_body.google.safety_settings"),
-    "store": Param(ADVISORY, "nothing is stored: responses say store: false"),
+    "store": Param(ADVISORY, _STORE),
     **_ADVISORY_COMMON,
     **_EXTENSIONS,
 }
@@ -176,3 +189,28 @@ def check_params(body: dict[str, Any], table: dict[str, Param], strict: Strictne
             raise fail(key, f"not supported: {param.note}")
         else:
             strict.unsupported(key, f"not supported: {param.note}")
+
+
+_ROUTE_NAMES = {"chat": "Chat", "responses": "Responses", "embeddings": "Embeddings"}
+
+
+def markdown_table() -> str:
+    """Return the README's parameter table, built from the tables above (a test compares)."""
+    rows: dict[str, dict[str, Param]] = {}
+    for route, table in TABLES.items():
+        for key, param in table.items():
+            rows.setdefault(key, {})[route] = param
+    lines = ["| Parameter | Chat | Responses | Embeddings | What happens |",
+             "|---|---|---|---|---|"]
+    for key, by_route in rows.items():
+        groups: dict[str, list[str]] = {}  # note → the routes it is said for
+        for route, param in by_route.items():
+            if param.note:
+                groups.setdefault(param.note, []).append(_ROUTE_NAMES[route])
+        if len(groups) <= 1:
+            note = next(iter(groups), "")
+        else:
+            note = "; ".join(f"{', '.join(routes)}: {text}" for text, routes in groups.items())
+        cells = [by_route[route].treatment if route in by_route else "—" for route in TABLES]
+        lines.append(f"| `{key}` | {' | '.join(cells)} | {note} |")
+    return "\n".join(lines) + "\n"
