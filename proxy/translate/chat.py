@@ -4,23 +4,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audio import is_audio, message_audio, modalities
+from .builtins import SEARCH, assemble, search_options
 from .errors import TranslationError
 from .fields import (expect_dict, expect_list, expect_str, fail, is_int, opt_int,
                      opt_number)
 from .finish import block_reason, chat_finish_reason
-from .audio import message_audio, is_audio, modalities
-from .builtins import SEARCH, assemble, search_options
 from .generation import (answered_tier, google_extras, image_detail, media_resolution,
                          parse_effort, service_tier, stop_sequences, structured_output,
                          thinking_config)
 from .grounding import chat_annotation, citations
+from .history import History
 from .logprobs import logprobs_config, token_logprobs
+from .media import audio_part, file_part, is_http_url, url_part
+from .models import normalise_model
 from .outputs import chat_image, code_text, image_of, is_code
 from .params import CHAT as CHAT_PARAMS
 from .params import Strictness, check_params
-from .history import History
-from .media import audio_part, file_part, is_http_url, url_part
-from .models import normalise_model
 from .signatures import encode_call_id, extra_content, requires_signatures, signature_of
 from .tools import (check_name, check_unique, function_call_json, function_call_part,
                     function_declaration, parse_arguments, tool_choice_config)

@@ -5,9 +5,8 @@ Stateless by design: `previous_response_id` is refused, clients (Codex CLI with
 """
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass, field
+from typing import Any
 
 from .builtins import assemble, builtin_tool
 from .chat import candidate_parts, sampling_config, text_of
@@ -15,22 +14,21 @@ from .errors import TranslationError
 from .fields import expect_dict, expect_list, expect_str, fail, is_int, is_number, opt_int
 from .generation import (google_extras, image_detail, media_resolution, parse_effort,
                          service_tier, structured_output, thinking_config)
+from .grounding import citations, responses_annotation, search_queries
 from .history import History
-from .logprobs import logprobs_config
+from .logprobs import logprobs_config, split_by_text, token_logprobs
 from .media import audio_part, file_part, inline_part, url_part
+from .models import normalise_model
+from .outputs import code_item, image_item, image_of
 from .params import RESPONSES as RESPONSES_PARAMS
 from .params import Strictness, check_params
-from .models import normalise_model
-from .grounding import citations, responses_annotation, search_queries
-from .logprobs import split_by_text, token_logprobs
-from .outputs import code_item, image_item, image_of
-from .response_items import (ResponsesOptions, call_item, message_item, outcome,
-                             reasoning_item, response_object, is_blocked, web_search_item)
+from .response_items import (ResponsesOptions, call_item, is_blocked, message_item, outcome,
+                             reasoning_item, response_object, web_search_item)
 from .signatures import encode_call_id, new_id, signature_of
+from .sse import sse_event
 from .tools import (CUSTOM_INPUT, check_name, check_unique, custom_declaration,
                     function_call_part, function_declaration, parse_arguments, tool_choice_config)
 from .usage import responses_usage
-from .sse import sse_event
 
 __all__ = ["ResponsesOptions", "ResponsesStreamTranslator", "gemini_to_response",
            "responses_request_to_gemini", "sse_event"]
