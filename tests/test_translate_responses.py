@@ -274,3 +274,16 @@ def test_sdk_consumes_responses_stream():
             final = event.response
     assert deltas == ["Hi ", "there"]
     assert final.output_text == "Hi there" and final.usage.total_tokens == 201
+
+
+def test_allowed_tools_names_custom_and_built_in_tools():
+    body = codex_body(model="gemini-3-flash-preview",
+                      tools=[SHELL, {"type": "custom", "name": "apply_patch"}, {"type": "web_search"},
+                             {"type": "code_interpreter", "container": {"type": "auto"}}],
+                      tool_choice={"type": "allowed_tools", "mode": "required", "tools": [
+                          {"type": "custom", "name": "apply_patch"}, {"type": "web_search"}]})
+    _, out, _ = responses_request_to_gemini(body)
+    assert out["tools"][0] == {"googleSearch": {}}
+    assert [d["name"] for d in out["tools"][1]["functionDeclarations"]] == ["apply_patch"]
+    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"},
+                                 "includeServerSideToolInvocations": True}

@@ -109,10 +109,10 @@ def _allowed(tools: Any, path: str, flat: bool) -> tuple[list[str], set[str]]:
         kind = tool.get("type", "function")
         if not isinstance(kind, str):
             raise fail(f"{path}[{i}].type", "must be a string")
-        if kind != "function":
-            kinds.add(kind)
-        elif flat:
+        if flat and kind in ("function", "custom"):  # custom tools are declared functions too
             names.append(check_name(tool.get("name"), f"{path}[{i}].name"))
+        elif kind != "function":
+            kinds.add(kind)
         else:
             fn = expect_dict(tool.get("function"), f"{path}[{i}].function")
             names.append(check_name(fn.get("name"), f"{path}[{i}].function.name"))
