@@ -356,7 +356,7 @@ def _echo(body: dict[str, Any], tools: list[dict[str, Any]], fmt: dict[str, Any]
     choice = body.get("tool_choice")
     if choice in ("auto", "none", "required"):
         echo["tool_choice"] = choice
-    elif isinstance(choice, dict) and choice.get("type") in ("function", "allowed_tools"):
+    elif isinstance(choice, dict) and choice.get("type") in ("function", "custom", "allowed_tools"):
         echo["tool_choice"] = choice
     if isinstance(body.get("top_logprobs"), int):
         echo["top_logprobs"] = body["top_logprobs"]
