@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
 
 
 CORS_EXPOSE = ("Retry-After, X-Goog-Upload-URL, X-Goog-Upload-Control-URL, X-Goog-Upload-Status, "
-               "X-Request-Id")
+               "X-Request-Id, X-Proxy-Dropped-Params")
 
 
 def _enable_cors(app: Flask, origins: list[str]) -> None:

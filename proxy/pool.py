@@ -125,6 +125,7 @@ class Refusal:
     status: int
     message: str
     retry_after: float | None = None
+    spent: bool = False  # a quota for the day is used up (not a per-minute limit)
 
 
 @dataclass
@@ -246,7 +247,7 @@ class KeyPool:
             if used >= user.tpd_limit:
                 return Refusal(429, f"this key used its {user.tpd_limit} tokens for today "
                                     "(the day ends at midnight Pacific)",
-                               next_pacific_midnight(now) - now)
+                               next_pacific_midnight(now) - now, spent=True)
         if user.rpm_limit:
             mine = self.local_user_sends.setdefault(user.id, deque())
             while mine and mine[0] <= now - 60:

@@ -617,11 +617,51 @@ def test_proto_parse_errors(fake: FakeUpstream, body: dict[str, Any], fragment: 
     ({**HELLO, "safetySettings": [{"category": "HARM_CATEGORY_NOPE", "threshold": "OFF"}]}, "HarmCategory"),
     ({**HELLO, "cachedContent": "cachedContents/nope"}, "CachedContent not found"),
     ({"contents": [{"parts": [{"fileData": {"fileUri": "files/nope"}}]}]}, "File nope"),
+    ({**HELLO, "tools": [{"codeExecution": {}}, WEATHER_TOOL]}, "Tool use with function calling is unsupported"),
+    ({**HELLO, "generationConfig": {"logprobs": 3}}, "response_logprobs"),
+    ({**HELLO, "generationConfig": {"responseLogprobs": True, "logprobs": 21}}, "[0, 20]"),
+    ({**HELLO, "generationConfig": {"responseModalities": ["AUDIO"]}}, "(AUDIO) is not supported"),
+    ({**HELLO, "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}, "response modalities"),
 ])
 def test_semantic_errors(fake: FakeUpstream, body: dict[str, Any], fragment: str) -> None:
     resp = call(fake, "generateContent", body)
     assert resp.status_code in (400, 403), resp.text
     assert fragment in resp.json()["error"]["message"]
+
+
+def test_semantic_errors_model_rules(fake: FakeUpstream) -> None:
+    too_long = {"contents": [{"parts": [{"text": "word " * 140_000}]}]}  # 175000 tokens
+    refused = call(fake, "generateContent", too_long, model="gemma-3-27b-it")
+    assert refused.status_code == 400 and refused.json()["error"]["message"] == (
+        "The input token count (175000) exceeds the maximum number of tokens allowed (131072).")
+    assert call(fake, "generateContent", too_long).status_code == 200  # a 1M-token window
+    tts = "gemini-2.5-flash-preview-tts"
+    assert "Supported: AUDIO" in call(fake, "generateContent", model=tts).json()["error"]["message"]
+    voice = {**HELLO, "generationConfig": {"responseModalities": ["AUDIO"], "speechConfig": {
+        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "alloy"}}}}}
+    assert call(fake, "generateContent", voice, model=tts).status_code == 400
+
+
+def test_answers_carry_what_google_adds(fake: FakeUpstream) -> None:
+    body = {**HELLO, "tools": [{"googleSearch": {}}, {"codeExecution": {}}], "serviceTier": "flex",
+            "generationConfig": {"responseLogprobs": True, "logprobs": 2}}
+    data = call(fake, "generateContent", body).json()
+    cand = data["candidates"][0]
+    parts = cand["content"]["parts"]
+    assert [next(iter(p)) for p in parts] == ["executableCode", "codeExecutionResult", "text"]
+    support = cand["groundingMetadata"]["groundingSupports"][0]
+    assert parts[2]["text"].encode()[:support["segment"]["endIndex"]].decode() == support["segment"]["text"]
+    chosen = cand["logprobsResult"]["chosenCandidates"]
+    assert "".join(c["token"] for c in chosen) == parts[2]["text"]
+    assert len(cand["logprobsResult"]["topCandidates"][0]["candidates"]) == 2
+    assert data["usageMetadata"]["serviceTier"] == "flex"
+    drawn = call(fake, "generateContent", model="gemini-2.5-flash-image").json()
+    assert drawn["candidates"][0]["content"]["parts"][1]["inlineData"]["mimeType"] == "image/png"
+    spoken = call(fake, "generateContent", {**HELLO, "generationConfig": {"responseModalities": ["AUDIO"]}},
+                  model="gemini-2.5-flash-preview-tts").json()
+    blob = spoken["candidates"][0]["content"]["parts"][0]["inlineData"]
+    assert blob["mimeType"] == "audio/L16;codec=pcm;rate=24000"
+    assert len(base64.b64decode(blob["data"])) == 2 * len("hello there, fake")
 
 
 def test_json_escape_hatches_are_accepted(fake: FakeUpstream) -> None:

@@ -54,7 +54,8 @@ def test_user_tokens_per_day_in_openai_dialect(app, client, fake):
     r = client.post("/v1/chat/completions", json=body, headers=oai)
     assert r.status_code == 429
     err = r.get_json()["error"]
-    assert err["code"] == "rate_limit_exceeded" and "tokens for today" in err["message"]
+    assert (err["type"], err["code"]) == ("insufficient_quota", "insufficient_quota")
+    assert "tokens for today" in err["message"]
     assert int(r.headers["Retry-After"]) > 60  # the next Pacific midnight
 
 

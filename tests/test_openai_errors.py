@@ -39,12 +39,60 @@ def test_all_keys_rate_limited_is_429_with_retry_after(live_factory, fake):
         with pytest.raises(openai.RateLimitError) as err:
             call()
         assert 1 <= float(err.value.response.headers["retry-after"]) <= 31
-        assert err.value.code == "rate_limit_exceeded"
+        assert (err.value.type, err.value.code) == ("requests", "rate_limit_exceeded")
     assert len(fake.requests) == sent
     # the rest is per model: with the keys healthy again, another model answers at once
     for key in GOOGLE_KEYS:
         fake.set_key(key)
     assert client.chat.completions.create(model="gemini-2.0-flash", messages=MSG).choices
+
+
+def test_spent_daily_quota_is_insufficient_quota_relayed_or_not(live_factory, fake):
+    """Google's per-day 429, and the pool's own 429 once it knows, both say insufficient_quota."""
+    for key in GOOGLE_KEYS:
+        fake.set_key(key, mode="daily")
+    client = sdk(live_factory(MAX_COOLDOWN_WAIT="0"))
+    calls = [lambda: client.chat.completions.create(model=FLASH, messages=MSG),  # relayed
+             lambda: client.chat.completions.create(model=FLASH, messages=MSG),  # the pool's
+             lambda: client.responses.create(model=FLASH, input="x", stream=True)]
+    for call in calls:
+        with pytest.raises(openai.RateLimitError) as err:
+            call()
+        assert (err.value.type, err.value.code) == ("insufficient_quota", "insufficient_quota")
+        assert float(err.value.response.headers["retry-after"]) >= 1
+    assert len([r for r in fake.requests if "generateContent" in r["path"]]) == len(GOOGLE_KEYS)
+
+
+def test_prompt_over_the_context_window_is_context_length_exceeded(live_factory, fake):
+    client = sdk(live_factory())
+    long = "word " * 140_000  # past gemma-3-27b-it's 131072-token window
+    calls = [lambda: client.chat.completions.create(model="gemma-3-27b-it", messages=[
+                 {"role": "user", "content": long}]),
+             lambda: client.chat.completions.create(model="gemma-3-27b-it", stream=True, messages=[
+                 {"role": "user", "content": long}]),
+             lambda: client.responses.create(model="gemma-3-27b-it", input=long),
+             lambda: client.responses.create(model="gemma-3-27b-it", input=long, stream=True)]
+    for call in calls:
+        with pytest.raises(openai.BadRequestError) as err:
+            call()
+        assert err.value.code == "context_length_exceeded"
+        assert "exceeds the maximum number of tokens allowed (131072)" in err.value.message
+
+
+def test_stored_response_routes_answer_json_404(live_factory, fake):
+    proxy = live_factory()
+    client = sdk(proxy)
+    for call in (lambda: client.responses.retrieve("resp_123"),
+                 lambda: client.responses.delete("resp_123"),
+                 lambda: client.responses.cancel("resp_123"),
+                 lambda: client.responses.input_items.list("resp_123")):
+        with pytest.raises(openai.NotFoundError) as err:
+            call()
+        assert err.value.code == "not_found" and "stores no responses" in err.value.message
+        assert err.value.response.headers["content-type"] == "application/json"
+    r = requests.get(proxy.url + "/v1/responses/resp_123", timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert not fake.requests
 
 
 def test_sdk_retries_honour_retry_after(live_factory, fake):

@@ -73,7 +73,7 @@ def test_reference_example_shape():
                            "required": ["city"], "additionalProperties": False}, "strict": True}}],
         "tool_choice": "auto", "temperature": 1.0, "top_p": 0.95, "max_tokens": 2048,
         "stop": "END", "seed": 7, "response_format": {"type": "json_object"},
-        "user": "u-1", "metadata": {"a": "b"}, "store": False, "logit_bias": {"50256": -100},
+        "user": "u-1", "metadata": {"a": "b"}, "store": False, "logit_bias": {},
         "parallel_tool_calls": True, "logprobs": False,
     }
     original = copy.deepcopy(body)
@@ -94,7 +94,8 @@ def test_reference_example_shape():
                            "required": ["city"]}}]}],
         "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
         "generationConfig": {"temperature": 1.0, "topP": 0.95, "maxOutputTokens": 2048, "seed": 7,
-                             "stopSequences": ["END"], "responseMimeType": "application/json"},
+                             "stopSequences": ["END"], "responseMimeType": "application/json",
+                             "mediaResolution": "MEDIA_RESOLUTION_LOW"},
     }
     assert opts == ChatOptions(model="gemini-2.5-flash", tool_call_names={"call_abc": "get_weather"})
 
@@ -271,11 +272,14 @@ def test_parameterless_tool_and_json_schema_fallback():
             "type": "object", "properties": {"labels": {"type": "object",
                                                         "additionalProperties": {"type": "string"}}}}}},
         {"type": "custom", "custom": {"name": "freeform"}}]}
-    _, out, _ = translate(body)
+    e = err(body)
+    assert e.param == "tools" and "tools[2].type: 'custom' tools" in e.message
+    assert "drop_params" in e.message
+    _, out, opts = translate({**body, "drop_params": True})
     decls = out["tools"][0]["functionDeclarations"]
     assert decls[0] == {"name": "now"}
     assert decls[1] == {"name": "tag", "parametersJsonSchema": body["tools"][1]["function"]["parameters"]}
-    assert len(decls) == 2
+    assert len(decls) == 2 and opts.dropped == ["tools[2].type"]
 
 
 def test_legacy_functions():

@@ -35,6 +35,9 @@ QUOTA_MINUTE = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message"
      "permission_denied", openai.PermissionDeniedError),
     (404, gemini_error_body(404, "models/gemini-9 is not found for API version v1beta"), 404,
      "invalid_request_error", "model_not_found", openai.NotFoundError),
+    (400, gemini_error_body(400, "The input token count (1200293) exceeds the maximum number of "
+                                 "tokens allowed (1048576)."), 400, "invalid_request_error",
+     "context_length_exceeded", openai.BadRequestError),
     (429, QUOTA_DAY, 429, "insufficient_quota", "insufficient_quota", openai.RateLimitError),
     (429, QUOTA_MINUTE, 429, "requests", "rate_limit_exceeded", openai.RateLimitError),
     (500, gemini_error_body(500, "Internal error encountered."), 500, "server_error", None, openai.InternalServerError),

@@ -6,7 +6,9 @@ FORBIDDEN = ("flask", "werkzeug", "requests", "gevent", "sqlite3")
 MODULES = ("proxy.translate", "proxy.translate.chat", "proxy.translate.chat_stream",
            "proxy.translate.responses", "proxy.translate.responses_stream", "proxy.translate.embeddings",
            "proxy.translate.models", "proxy.translate.schema", "proxy.translate.signatures",
-           "proxy.translate.errors", "proxy.translate.sse")
+           "proxy.translate.errors", "proxy.translate.sse", "proxy.translate.params",
+           "proxy.translate.builtins", "proxy.translate.grounding", "proxy.translate.logprobs",
+           "proxy.translate.outputs", "proxy.translate.audio")
 
 
 def test_import_hygiene_in_fresh_interpreter():

@@ -19,14 +19,16 @@ FAST = settings(max_examples=int(os.environ.get("TRANSLATE_FUZZ_EXAMPLES", "150"
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 TOP_LEVEL = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
-             "safetySettings", "cachedContent"}
+             "safetySettings", "cachedContent", "serviceTier"}
 GEN_KEYS = {"temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "candidateCount", "seed",
             "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema",
-            "responseJsonSchema", "thinkingConfig"}
+            "responseJsonSchema", "thinkingConfig", "responseLogprobs", "logprobs",
+            "responseModalities", "speechConfig", "mediaResolution"}
 SCHEMA_KEYS = {"type", "format", "title", "description", "nullable", "enum", "items", "properties",
                "required", "anyOf", "pattern", "default", "example", "propertyOrdering", "minItems",
                "maxItems", "minProperties", "maxProperties", "minLength", "maxLength", "minimum", "maximum"}
-PART_KEYS = {"text", "inlineData", "functionCall", "functionResponse", "thoughtSignature"}
+PART_KEYS = {"text", "inlineData", "functionCall", "functionResponse", "thoughtSignature",
+             "executableCode", "codeExecutionResult"}
 
 # -- strategies ----------------------------------------------------------------------------
 

@@ -37,7 +37,9 @@ def codex_body(**extra):
             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a.txt"}]},
             {"role": "user", "content": "thanks"},
         ],
-        "tools": [SHELL, {"type": "web_search"}, {"type": "custom", "name": "apply_patch"}],
+        "tools": [SHELL, {"type": "custom", "name": "apply_patch", "description": "Edit files",
+                          "format": {"type": "grammar", "syntax": "lark",
+                                     "definition": "start: begin_patch"}}],
         "tool_choice": "auto", "parallel_tool_calls": False,
         "reasoning": {"effort": "medium", "summary": "auto"}, "store": False, "stream": True,
         "include": ["reasoning.encrypted_content"], "prompt_cache_key": "abc",
@@ -62,7 +64,12 @@ def test_codex_style_request():
         "name": "shell", "description": "Run a command",
         "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}},
                                                         "workdir": {"type": "string"}},
-                       "required": ["command"]}}]}]
+                       "required": ["command"]}}, {
+        "name": "apply_patch",
+        "description": "Edit files\n\nThe input must follow this lark grammar:\nstart: begin_patch",
+        "parameters": {"type": "object", "properties": {"input": {
+            "type": "string", "description": "The tool's whole input, as free text."}},
+            "required": ["input"]}}]}]
     assert out["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
     assert out["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 8192, "includeThoughts": True}}
     assert opts.stream and opts.include_reasoning and opts.call_names == {"call_A": "shell"}
@@ -267,3 +274,16 @@ def test_sdk_consumes_responses_stream():
             final = event.response
     assert deltas == ["Hi ", "there"]
     assert final.output_text == "Hi there" and final.usage.total_tokens == 201
+
+
+def test_allowed_tools_names_custom_and_built_in_tools():
+    body = codex_body(model="gemini-3-flash-preview",
+                      tools=[SHELL, {"type": "custom", "name": "apply_patch"}, {"type": "web_search"},
+                             {"type": "code_interpreter", "container": {"type": "auto"}}],
+                      tool_choice={"type": "allowed_tools", "mode": "required", "tools": [
+                          {"type": "custom", "name": "apply_patch"}, {"type": "web_search"}]})
+    _, out, _ = responses_request_to_gemini(body)
+    assert out["tools"][0] == {"googleSearch": {}}
+    assert [d["name"] for d in out["tools"][1]["functionDeclarations"]] == ["apply_patch"]
+    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"},
+                                 "includeServerSideToolInvocations": True}

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +212,12 @@ class Answer:
     tool_use_tokens: int = 0  # what Google's own tools (search, code execution) read
     candidate_count: int = 1
     response_id: str = field(default_factory=lambda: new_id(17))
+    before: list[dict[str, Any]] = field(default_factory=list)  # code runs, ahead of the text
+    media: list[dict[str, Any]] = field(default_factory=list)   # images or audio, after it
+    grounded: bool = False          # Google Search grounded the text: groundingMetadata
+    query: str = ""                 # what the search searched for
+    logprobs: int | None = None     # responseLogprobs: alternatives per token (None: off)
+    service_tier: str | None = None  # the tier asked for, reported in usageMetadata
 
     @property
     def thought_tokens(self) -> int:
@@ -219,7 +226,7 @@ class Answer:
     @property
     def candidate_tokens(self) -> int:
         total = count_tokens(self.text) if self.text else 0
-        return total + sum(part_tokens(c) for c in self.calls)
+        return total + sum(part_tokens(c) for c in [*self.before, *self.media, *self.calls])
 
     def usage(self, candidates: int | None = None, thoughts: int | None = None) -> dict[str, Any]:
         """Return usageMetadata; stream chunks pass their cumulative counts."""
@@ -236,7 +243,41 @@ class Answer:
         usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.prompt_tokens}]
         if thought:
             usage["thoughtsTokenCount"] = thought
+        if self.service_tier:
+            usage["serviceTier"] = self.service_tier.lower()
         return usage
+
+    def _grounding(self) -> dict[str, Any]:
+        """Return groundingMetadata citing two pages for the answer's first sentence-ish span."""
+        text = self.text or ""
+        cut = min(len(text), max(1, len(text) // 2))
+        span = text[:cut]
+        end = len(span.encode("utf-8"))
+        chunks = [{"web": {"uri": f"https://vertexaisearch.cloud.google.com/grounding-api-redirect/{n}",
+                           "title": title}}
+                  for n, title in (("AbC1", "example.com"), ("DeF2", "example.org"))]
+        return {"webSearchQueries": [self.query or "search"],
+                "searchEntryPoint": {"renderedContent": "<div>Google Search</div>"},
+                "groundingChunks": chunks,
+                "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": end, "text": span},
+                                       "groundingChunkIndices": [0, 1],
+                                       "confidenceScores": [0.9, 0.8]}]}
+
+    def _logprobs(self, parts: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """Return logprobsResult for the text of these parts: one token per word."""
+        tokens = [t for p in parts or [] if "text" in p and not p.get("thought")
+                  for t in re.findall(r"\S*\s*", p["text"]) if t]
+        top = self.logprobs or 0
+        chosen = [{"token": t, "tokenId": 1000 + i, "logProbability": -0.1 * (i % 5)}
+                  for i, t in enumerate(tokens)]
+        alternatives = [{"candidates": [c, *({"token": f"alt{k}", "tokenId": k,
+                                              "logProbability": -1.0 - k} for k in range(top - 1))][:top]}
+                        for c in chosen]
+        result: dict[str, Any] = {"chosenCandidates": chosen,
+                                  "logProbabilitySum": sum(c["logProbability"] for c in chosen)}
+        if top:
+            result["topCandidates"] = alternatives
+        return result
 
     def _envelope(self, parts: list[dict[str, Any]] | None, last: bool,
                   usage: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +291,10 @@ class Answer:
                 cand: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
                 if last:
                     cand["finishReason"] = self.finish
+                    if self.grounded and self.text:
+                        cand["groundingMetadata"] = self._grounding()
+                if self.logprobs is not None:
+                    cand["logprobsResult"] = self._logprobs(parts)
                 cand["index"] = index
                 candidates.append(cand)
             body["candidates"] = candidates
@@ -263,8 +308,10 @@ class Answer:
         parts: list[dict[str, Any]] = []
         if self.thought:
             parts.append({"text": self.thought, "thought": True})
+        parts.extend(self.before)
         if self.text is not None:
             parts.append({"text": self.text})
+        parts.extend(self.media)
         parts.extend(self.calls)
         return self._envelope(parts, True, self.usage())
 
@@ -280,6 +327,8 @@ class Answer:
         thoughts = self.thought_tokens
         if self.thought:
             pieces.append(([{"text": self.thought, "thought": True}], 0, thoughts))
+        if self.before:
+            pieces.append((list(self.before), 0, thoughts))
         if self.text is not None:
             slots = max(1, count - len(pieces) - (1 if self.calls else 0))
             slots = min(slots, max(1, len(self.text)))
@@ -288,6 +337,8 @@ class Answer:
             for start, end in zip(bounds, bounds[1:]):
                 pieces.append(([{"text": self.text[start:end]}],
                                count_tokens(self.text[:end]), thoughts))
+        if self.media:
+            pieces.append((list(self.media), self.candidate_tokens, thoughts))
         if self.calls:
             pieces.append((list(self.calls), self.candidate_tokens, thoughts))
         if not pieces:
@@ -344,14 +395,32 @@ def generate(req: dict[str, Any], model_id: str, *, cached: dict[str, Any] | Non
     cfg = req.get("generationConfig", {})
     answer = Answer(model=model_id, prompt_tokens=prompt, cached_tokens=cached_tokens,
                     tool_use_tokens=TOOL_USE_TOKENS if _server_tools(tools) else 0,
-                    candidate_count=cfg.get("candidateCount", 1) or 1)
+                    candidate_count=cfg.get("candidateCount", 1) or 1,
+                    logprobs=cfg.get("logprobs", 0) if cfg.get("responseLogprobs") else None,
+                    service_tier=req.get("serviceTier"))
     if _is_blocked(contents):
         answer.blocked = True
         return answer
+    said = user_text(_last_user(contents))
+    if catalog.speaks(model_id):  # a speech model answers with audio only
+        answer.media.append(speech(said))
+        return answer
+    if any("googleSearch" in t or "google_search" in t for t in tools):
+        answer.grounded, answer.query = True, said[:100]
+        if tool_config.get("includeServerSideToolInvocations"):  # Gemini 3 shows its search
+            answer.before += [
+                {"toolCall": {"id": "srv1", "toolType": "GOOGLE_SEARCH_WEB",
+                              "args": {"queries": [answer.query]}}},
+                {"toolResponse": {"id": "srv1", "toolType": "GOOGLE_SEARCH_WEB",
+                                  "response": {"results": 2}}}]
+    if any("codeExecution" in t or "code_execution" in t for t in tools):
+        answer.before += [{"executableCode": {"language": "PYTHON", "code": "print(6 * 7)"}},
+                          {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "42\n"}}]
+    if catalog.draws(model_id) and cfg.get("responseModalities", ["TEXT", "IMAGE"]) != ["TEXT"]:
+        answer.media.append({"inlineData": {"mimeType": "image/png", "data": PIXEL_PNG}})
     last = contents[-1] if contents else {}
     last_is_user = last.get("role", "user") in ("", "user")
     results = [p["functionResponse"] for p in last.get("parts", []) if "functionResponse" in p]
-    said = user_text(_last_user(contents))
     if cfg.get("thinkingConfig", {}).get("includeThoughts"):
         answer.thought = f"**Considering the request**\n\nThe user wrote: {said[:200]}"
     decls = [d for tool in tools for d in tool.get("functionDeclarations", [])]
@@ -387,6 +456,18 @@ def generate(req: dict[str, Any], model_id: str, *, cached: dict[str, Any] | Non
         answer.text = answer.text[: limit * 4]
         answer.finish = "MAX_TOKENS"
     return answer
+
+
+PIXEL_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
+             "rkJggg==")  # a 1×1 PNG: what the fake image model draws
+SPEECH_RATE = 24000
+
+
+def speech(text: str) -> dict[str, Any]:
+    """Return what a speech model says: 16-bit mono PCM, one sample per character (for tests)."""
+    samples = b"".join(((ord(c) * 37) % 65536).to_bytes(2, "little") for c in text[:2000] or " ")
+    return {"inlineData": {"mimeType": f"audio/L16;codec=pcm;rate={SPEECH_RATE}",
+                           "data": base64.b64encode(samples).decode()}}
 
 
 # --- embeddings ---------------------------------------------------------------------------

@@ -210,6 +210,9 @@ def model_action(app: FakeApp, req: Request, version: str, model: str, action: s
         raise Fail(failed)
     cached = _cache_for(app, key, parsed["cachedContent"], model) if parsed.get("cachedContent") else None
     app.check_files(key, parsed["contents"])
+    prompt = answers.prompt_tokens(parsed) + (answers.prompt_tokens(cached) if cached else 0)
+    if info and prompt > info["inputTokenLimit"]:
+        raise Fail(errors.context_too_long(prompt, info["inputTokenLimit"]))
     answer = answers.generate(parsed, model, cached=cached)
     if not stream:
         if mode == "reset":

@@ -64,6 +64,10 @@ MODELS: list[dict[str, Any]] = [
           version="3-flash-preview-12-2025"),
     _chat("gemma-3-27b-it", "Gemma 3 27B", "", input_limit=131_072, output_limit=8192,
           thinking=False),
+    _chat("gemini-2.5-flash-image", "Nano Banana", "Gemini 2.5 Flash Image",
+          input_limit=32_768, output_limit=32_768, thinking=False),
+    _chat("gemini-2.5-flash-preview-tts", "Gemini 2.5 Flash Preview TTS",
+          "Gemini 2.5 Flash Preview TTS", input_limit=8192, output_limit=16_384, thinking=False),
     _embedding("gemini-embedding-001", "Gemini Embedding 001",
                "Obtain a distributed representation of a text.", methods=list(_EMBED)),
     _embedding("text-embedding-004", "Text Embedding 004",
@@ -95,3 +99,13 @@ def needs_thought_signatures(model_id: str) -> bool:
 def always_thinks(model_id: str) -> bool:
     """Tell whether the model refuses a thinking budget of 0."""
     return model_id.startswith(("gemini-2.5-pro", "gemini-3-pro"))
+
+
+def draws(model_id: str) -> bool:
+    """Tell whether the model answers with images (the `-image` models)."""
+    return model_id.endswith("-image") or "-image-" in model_id
+
+
+def speaks(model_id: str) -> bool:
+    """Tell whether the model is a speech model (the `-tts` ones answer audio only)."""
+    return model_id.endswith("-tts")

@@ -166,6 +166,12 @@ def bad_request(message: str) -> Error:
     return error(400, message)
 
 
+def context_too_long(count: int, limit: int) -> Error:
+    """Answer a prompt longer than the model's inputTokenLimit, in Google's words."""
+    return bad_request(f"The input token count ({count}) exceeds the maximum number of tokens "
+                       f"allowed ({limit}).")
+
+
 def field_violations(violations: list[tuple[str, str]]) -> Error:
     """Answer proto-JSON parse failures: one message line and one fieldViolation each."""
     message = "\n".join(desc for _, desc in violations)

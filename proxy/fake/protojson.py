@@ -75,6 +75,8 @@ ENUMS: dict[str, list[str]] = {
     "Behavior": ["UNSPECIFIED", "BLOCKING", "NON_BLOCKING"],
     "Scheduling": ["SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT"],
     "DynamicMode": ["MODE_UNSPECIFIED", "MODE_DYNAMIC"],
+    # The google-genai SDK sends these lowercase ("flex"); enum names match case-blind here.
+    "ServiceTier": ["UNSPECIFIED", "STANDARD", "FLEX", "PRIORITY"],
 }
 
 MESSAGES: dict[str, dict[str, Field]] = {
@@ -83,6 +85,7 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "systemInstruction": _f("msg", "Content"), "tools": _list("msg", "Tool"),
         "toolConfig": _f("msg", "ToolConfig"), "safetySettings": _list("msg", "SafetySetting"),
         "generationConfig": _f("msg", "GenerationConfig"), "cachedContent": _f("string"),
+        "serviceTier": _f("enum", "ServiceTier"),
     },
     "Content": {"role": _f("string"), "parts": _list("msg", "Part")},
     "Part": {
@@ -92,7 +95,7 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "executableCode": _f("msg", "ExecutableCode"),
         "codeExecutionResult": _f("msg", "CodeExecutionResult"),
         "videoMetadata": _f("msg", "VideoMetadata"), "thought": _f("bool"),
-        "thoughtSignature": _f("bytes"),
+        "thoughtSignature": _f("bytes"), "toolCall": _f("struct"), "toolResponse": _f("struct"),
     },
     "Blob": {"mimeType": _f("string"), "data": _f("bytes")},
     "FileData": {"mimeType": _f("string"), "fileUri": _f("string")},
@@ -131,7 +134,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "items": _f("msg", "Schema"), "minimum": _f("double"), "maximum": _f("double"),
     },
     "ToolConfig": {"functionCallingConfig": _f("msg", "FunctionCallingConfig"),
-                   "retrievalConfig": _f("struct")},
+                   "retrievalConfig": _f("struct"),
+                   "includeServerSideToolInvocations": _f("bool")},
     "FunctionCallingConfig": {"mode": _f("enum", "Mode"),
                               "allowedFunctionNames": _list("string")},
     "SafetySetting": {"category": _f("enum", "HarmCategory"),

@@ -9,7 +9,18 @@ from proxy.fake import catalog, errors
 Problems = list[tuple[str, str]]
 
 DATA_FIELDS = ("text", "inlineData", "fileData", "functionCall", "functionResponse",
-               "executableCode", "codeExecutionResult")
+               "executableCode", "codeExecutionResult", "toolCall", "toolResponse")
+# Tools Google runs itself; mixing them with function declarations is a per-model matter.
+BUILT_IN_TOOLS = ("googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext")
+MIXED_TOOLS_UNSUPPORTED = "Tool use with function calling is unsupported"
+MIXED_TOOLS_NEED_FLAG = ("Please enable tool_config.include_server_side_tool_invocations to use "
+                         "Built-in tools with Function calling.")
+# Gemini's prebuilt voices (speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName).
+VOICES = frozenset({"Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede",
+                    "Callirrhoe", "Autonoe", "Enceladus", "Iapetus", "Umbriel", "Algieba",
+                    "Despina", "Erinome", "Algenib", "Rasalgethi", "Laomedeia", "Achernar",
+                    "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird", "Zubenelgenubi",
+                    "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat"})
 MIME_TYPES = ("text/plain", "application/json", "application/xml", "application/yaml",
               "text/x.enum")
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
@@ -150,6 +161,50 @@ def check_generation_config(cfg: dict[str, Any], model_id: str, problems: Proble
                          "model only works in thinking mode."))
 
 
+def check_tool_mix(req: dict[str, Any], model_id: str) -> errors.Error | None:
+    """Enforce Google's rule for built-in tools next to function declarations.
+
+    Gemini 2.x refuses the mix outright; Gemini 3 takes it only when the request asks for
+    the server-side tool invocations to be returned (toolConfig.includeServerSideToolInvocations).
+    """
+    tools = req.get("tools", [])
+    functions = any(t.get("functionDeclarations") for t in tools)
+    built_in = any(name in t for t in tools for name in BUILT_IN_TOOLS)
+    if not (functions and built_in):
+        return None
+    if not catalog.needs_thought_signatures(model_id):
+        return errors.bad_request(MIXED_TOOLS_UNSUPPORTED)
+    if not req.get("toolConfig", {}).get("includeServerSideToolInvocations"):
+        return errors.bad_request(MIXED_TOOLS_NEED_FLAG)
+    return None
+
+
+def check_output(req: dict[str, Any], model_id: str) -> errors.Error | None:
+    """Check logprobs and the output modalities against what the model can do."""
+    cfg = req.get("generationConfig", {})
+    if "logprobs" in cfg:
+        if not cfg.get("responseLogprobs"):
+            return errors.bad_request("logprobs can only be set when response_logprobs is true.")
+        if not 0 <= cfg["logprobs"] <= 20:
+            return errors.bad_request("logprobs must be in the range [0, 20].")
+    modalities = cfg.get("responseModalities", [])
+    if catalog.speaks(model_id):
+        if modalities != ["AUDIO"]:
+            return errors.bad_request("The requested combination of response modalities "
+                                      f"({', '.join(modalities) or 'TEXT'}) is not supported by "
+                                      "the model. Supported: AUDIO.")
+        voice = (cfg.get("speechConfig", {}).get("voiceConfig", {})
+                 .get("prebuiltVoiceConfig", {}).get("voiceName"))
+        if voice is not None and voice not in VOICES:
+            return errors.bad_request(f"Voice name {voice} is not supported.")
+    elif "AUDIO" in modalities:
+        return errors.bad_request("The requested combination of response modalities (AUDIO) "
+                                  "is not supported by the model.")
+    elif "IMAGE" in modalities and not catalog.draws(model_id):
+        return errors.bad_request("Model does not support the requested response modalities: image,text")
+    return None
+
+
 def check_generate(req: dict[str, Any], model_id: str) -> errors.Error | None:
     """Run every content-independent check on a parsed GenerateContentRequest."""
     problems: Problems = []
@@ -165,6 +220,9 @@ def check_generate(req: dict[str, Any], model_id: str) -> errors.Error | None:
     check_generation_config(req.get("generationConfig", {}), model_id, problems)
     if problems:
         return errors.request_checks("GenerateContentRequest", problems)
+    failed = check_tool_mix(req, model_id) or check_output(req, model_id)
+    if failed:
+        return failed
     if req.get("cachedContent") and any(k in req for k in ("systemInstruction", "tools", "toolConfig")):
         return errors.bad_request("CachedContent can not be used with GenerateContent request "
                                   "setting system_instruction, tools or tool_config.\n\nProposed "

@@ -5,13 +5,12 @@ import ipaddress
 import json
 import math
 import re
-import time
 from typing import Any, Iterator
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request
 
-from proxy import uploads
+from proxy import pins, uploads
 from proxy.auth import presented_key
 from proxy.exchange import Exchange
 from proxy.translate.errors import gemini_error_body
@@ -28,7 +27,7 @@ _MODEL = re.compile(r"(?:^|/)(?:models|tunedModels)/([^/:?]+)")
 _PINNED = re.compile(r"(?:files|cachedContents)/[A-Za-z0-9_.-]+")
 # Only these fields name a file or cache; prompt text that mentions "files/x" must not.
 _PIN_FIELDS = re.compile(rb'"(?:fileUri|file_uri|cachedContent|cached_content|name)"\s*:\s*"([^"]+)"')
-_PIN_WAIT = 1.5  # at most this long for a fresh pool view (the database is slow or locked)
+_PIN_WAIT = pins.PIN_WAIT
 # What may stay literal in a forwarded path (RFC 3986 pchar): the rest, "?" and "#"
 # among them, is percent-encoded, so a decoded "%3F" cannot start a query upstream.
 _PATH_SAFE = "/:@!$&'()*+,;="
@@ -130,30 +129,12 @@ def _client_params() -> list[tuple[str, str]]:
 
 
 def _find_pin(path: str, body: bytes | None) -> int | None:
-    """Return the key that owns a file or cached content the call uses (None: any key).
-
-    A pin is committed before the name it pins reaches any client (see _pin_created), so
-    a pool view read after this request arrived knows every name this proxy handed out.
-    A name missing from the current view costs one such read, not a guess at a delay;
-    still missing then, it is not ours and goes out on any key.
-    """
-    st = state()
+    """Return the key that owns a file or cached content the call names (None: any key)."""
     names = _PINNED.findall(path)
     if body and (b"files/" in body or b"cachedContents/" in body):
         for value in _PIN_FIELDS.findall(body):
             names += _PINNED.findall(value.decode("utf-8", "replace"))
-    if not names:
-        return None
-    arrived = time.monotonic()
-    st.pool.sync()
-    owner = _owner(st.pool.pins, names)
-    if owner is None and st.refresher.await_view(arrived, _PIN_WAIT):
-        owner = _owner(st.pool.pins, names)
-    return owner
-
-
-def _owner(pins: dict[str, int], names: list[str]) -> int | None:
-    return next((pins[name] for name in names if name in pins), None)
+    return pins.owner(state(), names)
 
 
 def _bad_json(body: bytes) -> str | None:

@@ -13,7 +13,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from flask import Blueprint, Response, request
 
+from proxy import pins
 from proxy.auth import has_gemini_key, presented_key
+from proxy.outcomes import Kind
 from proxy.exchange import Exchange
 from proxy.pool import User
 from proxy.relay import StreamFailed, relay_stream
@@ -21,8 +23,10 @@ from proxy.routes.native import passthrough, state, stream_response
 from proxy.translate.chat import chat_request_to_gemini, gemini_to_chat_completion, urls_to_fetch
 from proxy.translate.chat_stream import ChatStreamTranslator
 from proxy.translate.embeddings import embeddings_request_to_gemini, gemini_to_embeddings, split_batches
-from proxy.translate.errors import TranslationError, gemini_error_to_openai, openai_error_body
+from proxy.translate.errors import (TranslationError, gemini_error_to_openai, openai_error_body,
+                                    rate_limit_body)
 from proxy.translate.models import gemini_model_to_openai, gemini_models_to_openai, normalise_model
+from proxy.translate.params import DROPPED_HEADER, TOLERANT_HEADER
 from proxy.translate.responses import gemini_to_response, responses_request_to_gemini
 from proxy.translate.responses_stream import ResponsesStreamTranslator
 from proxy.translate.sse import SSE_DONE, SSEParser, sse, sse_event
@@ -71,12 +75,25 @@ def _body() -> dict[str, Any] | Response:
     return body
 
 
+def _rate_limited(message: str, *, spent: bool, retry_after: float | None) -> Response:
+    """Answer a 429 in the one shape every OpenAI route uses (see rate_limit_body)."""
+    return _json(429, rate_limit_body(message, spent=spent), retry_after)
+
+
+def _quota_spent(model: str) -> bool:
+    """Tell whether every key resting for `model` rests because its day's quota is spent."""
+    now = time.time()
+    reasons = [reason for (_, m), (until, reason, _) in state().pool.cool.items()
+               if m == model and until > now]
+    return bool(reasons) and all(r == Kind.RATE_DAY.value for r in reasons)
+
+
 def _rejected(ex: Exchange, exc: PoolUnavailable) -> Response:
     ex.finish(exc.status, None, error_class="rejected", error_message=exc.message)
     if exc.status == 429:
-        return openai_error(429, f"All Google keys are resting ({exc.message}); retry after "
-                                 f"{math.ceil(exc.retry_after or 1)} s.", "rate_limit_error",
-                            code="rate_limit_exceeded", retry_after=exc.retry_after)
+        return _rate_limited(f"All Google keys are resting ({exc.message}); retry after "
+                             f"{math.ceil(exc.retry_after or 1)} s.",
+                             spent=_quota_spent(ex.model), retry_after=exc.retry_after)
     return openai_error(503, exc.message, "server_error", code="no_usable_key")
 
 
@@ -104,17 +121,18 @@ def _refused(ex: Exchange, user: User, model: str) -> Response | None:
         return None
     ex.finish(refusal.status, None, error_class="user_limit", error_message=refusal.message)
     if refusal.status == 429:
-        return openai_error(429, refusal.message, "requests", code="rate_limit_exceeded",
-                            retry_after=refusal.retry_after)
+        return _rate_limited(refusal.message, spent=refusal.spent, retry_after=refusal.retry_after)
     return openai_error(refusal.status, refusal.message, "invalid_request_error",
                         code="model_not_allowed", param="model")
 
 
 def _generate(model: str, body: dict[str, Any], stream: bool) -> Call:
     method = "streamGenerateContent" if stream else "generateContent"
+    # A cached content lives in the project of the key that created it: go out on that key.
+    pinned = pins.owner(state(), [body.get("cachedContent") or ""])
     return Call("POST", f"/v1beta/models/{model}:{method}", [("alt", "sse")] if stream else [],
                 {"Content-Type": "application/json"}, json.dumps(body).encode(), model=model,
-                stream=stream, expect_json=None if stream else ANSWER_MEMBERS)
+                stream=stream, pinned=pinned, expect_json=None if stream else ANSWER_MEMBERS)
 
 
 class Translated:
@@ -187,6 +205,14 @@ def _run(user: User, model: str, gbody: dict[str, Any], stream: bool,
         return _json(200, answer)
 
 
+def _dropped(resp: Response, opts: Any) -> Response:
+    """Tell the client what drop_params let go, so nothing is lost unseen."""
+    dropped = getattr(opts, "dropped", None)
+    if dropped:
+        resp.headers[DROPPED_HEADER] = ", ".join(dropped)
+    return resp
+
+
 def _prepare(translate: Callable[..., tuple[str, dict[str, Any], Any]], *, images: bool = False
              ) -> tuple[User, dict[str, Any], str, dict[str, Any], Any] | Response:
     """Authenticate, read the body and translate it; any failure as an OpenAI error."""
@@ -197,7 +223,8 @@ def _prepare(translate: Callable[..., tuple[str, dict[str, Any], Any]], *, image
     if isinstance(body, Response):
         return body
     st = state()
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {
+        "tolerant": request.headers.get(TOLERANT_HEADER, "").strip().lower() == "true"}
     try:
         if images:  # http(s) image and file URLs are fetched here: translators do no I/O
             urls = urls_to_fetch(body)
@@ -229,9 +256,10 @@ def chat_completions() -> Response:
                           lambda: [*map(sse, tr.finish()), SSE_DONE],
                           lambda reason: [sse(tr.error_chunk(502, reason))])
 
-    return _run(user, model, gbody, opts.stream,
-                lambda resp: gemini_to_chat_completion(resp, model=shown, completion_id=cid,
-                                                       created=created, options=opts), framing)
+    return _dropped(_run(user, model, gbody, opts.stream,
+                         lambda resp: gemini_to_chat_completion(resp, model=shown, completion_id=cid,
+                                                                created=created, options=opts),
+                         framing), opts)
 
 
 @bp.route("/v1/responses", methods=["POST"])
@@ -252,9 +280,10 @@ def responses() -> Response:
                           lambda: [sse_event(*e) for e in tr.finish()],
                           lambda reason: [sse_event(*tr.failed_event(reason))])
 
-    return _run(user, model, gbody, opts.stream,
-                lambda resp: gemini_to_response(resp, model=shown, response_id=rid,
-                                                created=created, options=opts), framing)
+    return _dropped(_run(user, model, gbody, opts.stream,
+                         lambda resp: gemini_to_response(resp, model=shown, response_id=rid,
+                                                         created=created, options=opts),
+                         framing), opts)
 
 
 @bp.route("/v1/embeddings", methods=["POST"])
@@ -293,7 +322,7 @@ def embeddings() -> Response:
             return openai_error(502, f"The upstream answer could not be translated: {exc}")
         usage = answer.get("usage") or {}
         ex.finish(200, reply, tokens=(int(usage.get("prompt_tokens") or 0), 0))
-        return _json(200, answer)
+        return _dropped(_json(200, answer), opts)
 
 
 @bp.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
@@ -304,6 +333,25 @@ def wrong_method() -> Response:
     resp = openai_error(405, f"{request.method} is not allowed on {request.path}; use POST.")
     resp.headers["Allow"] = "POST, OPTIONS"
     return resp
+
+
+@bp.route("/v1/responses/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/openai/v1/responses/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/openai/responses/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def stored_response(rest: str) -> Response:
+    """Answer the routes on stored responses (retrieve, delete, cancel, input_items…).
+
+    Nothing is stored (every response says store: false), so there is nothing to find;
+    without this route the native /v1/ passthrough would answer Google's plain-text 404.
+    """
+    user = _authenticate()
+    if isinstance(user, Response):
+        return user
+    what = rest.split("/", 1)[0][:100]
+    return openai_error(404, f"No response {what!r}: this proxy stores no responses (they are "
+                             "answered with store: false), so none can be retrieved, deleted, "
+                             "cancelled or listed. Keep the conversation client-side and send "
+                             "it whole in `input`.", "invalid_request_error", code="not_found")
 
 
 def _upstream_models(user: User) -> list[dict[str, Any]] | Response:

@@ -4,15 +4,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audio import is_audio, message_audio, modalities
+from .builtins import SEARCH, assemble, search_options
 from .errors import TranslationError
 from .fields import (expect_dict, expect_list, expect_str, fail, is_int, opt_int,
                      opt_number)
 from .finish import block_reason, chat_finish_reason
-from .generation import (google_extras, parse_effort, stop_sequences, structured_output,
+from .generation import (answered_tier, google_extras, image_detail, media_resolution,
+                         parse_effort, service_tier, stop_sequences, structured_output,
                          thinking_config)
+from .grounding import chat_annotation, citations
 from .history import History
+from .logprobs import logprobs_config, token_logprobs
 from .media import audio_part, file_part, is_http_url, url_part
 from .models import normalise_model
+from .outputs import chat_image, code_text, image_of, is_code
+from .params import CHAT as CHAT_PARAMS
+from .params import Strictness, check_params
 from .signatures import encode_call_id, extra_content, requires_signatures, signature_of
 from .tools import (check_name, check_unique, function_call_json, function_call_part,
                     function_declaration, parse_arguments, tool_choice_config)
@@ -32,6 +40,12 @@ class ChatOptions:
     include_reasoning: bool = False  # emit thought summaries as reasoning_content
     n: int = 1
     tool_call_names: dict[str, str] = field(default_factory=dict)  # history call id → name
+    single_call: bool = False        # parallel_tool_calls: false → one function call per answer
+    logprobs: bool = False           # logprobs: true → choices[].logprobs
+    top_logprobs: int = 0
+    service_tier: str | None = None  # the Gemini tier asked for (None: Google's default)
+    audio_format: str | None = None  # modalities audio: wav or pcm16
+    dropped: list[str] = field(default_factory=list)  # what drop_params let go
 
 
 # -- request -----------------------------------------------------------------------------
@@ -62,8 +76,10 @@ class _Parts:
     def __init__(self, fetched: dict[str, tuple[str, bytes]] | None) -> None:
         self.fetched = fetched
         self.cache: dict[str, dict[str, Any]] = {}
+        self.details: list[str | None] = []  # each image's mediaResolution (None: auto)
 
     def image(self, spec: Any, path: str) -> dict[str, Any]:
+        self.details.append(image_detail(spec, path))
         if isinstance(spec, dict):
             return url_part(spec.get("url"), f"{path}.url", self.fetched, self.cache)
         return url_part(spec, path, self.fetched, self.cache)
@@ -182,15 +198,19 @@ def _messages(messages: Any, history: History, builder: _Parts) -> None:
             raise fail(f"{path}.role", f"unknown role {role!r}")
 
 
-def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _tools(body: dict[str, Any], model: str, strict: Strictness
+           ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     decls: list[dict[str, Any]] = []
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if tools is not None:
         for i, tool in enumerate(expect_list(tools, "tools")):
             tool = expect_dict(tool, f"tools[{i}]")
-            if tool.get("type", "function") != "function":
-                continue  # custom / built-in OpenAI tools have no Gemini counterpart
+            kind = tool.get("type", "function")
+            if kind != "function":
+                strict.unsupported(f"tools[{i}].type", f"{kind!r} tools have no Gemini "
+                                                       "counterpart (only function tools do)")
+                continue
             fn = expect_dict(tool.get("function"), f"tools[{i}].function")
             decls.append(function_declaration(fn.get("name"), fn.get("description"),
                                               fn.get("parameters"), f"tools[{i}].function"))
@@ -208,13 +228,17 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] |
                 choice = {"type": "function", "function": legacy}
             else:
                 choice = legacy
-    config, decls = tool_choice_config(choice, decls, "tool_choice", flat=False)
-    out: list[dict[str, Any]] = []
-    if decls:
-        out.append({"functionDeclarations": decls})
-    if body.get("web_search_options") is not None:
-        out.append({"googleSearch": {}})
-    return out, config if decls else None
+    builtins = []
+    search = body.get("web_search_options")
+    if search is not None and search_options(expect_dict(search, "web_search_options"),
+                                             "web_search_options", strict):
+        builtins.append(("web_search", {SEARCH: {}}))
+    chosen = tool_choice_config(choice, decls, "tool_choice", flat=False, strict=strict,
+                                builtins=builtins)
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        chosen.builtins = [tool for _, tool in builtins]  # web search is no tool to allow in Chat
+    return assemble(model, chosen.decls, chosen.builtins, chosen.config, strict,
+                    "web_search_options")
 
 
 def _wrap_int32(value: int) -> int:
@@ -256,6 +280,7 @@ def sampling_config(body: dict[str, Any], model: str, *,
 
 def chat_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | None = None,
                            fetched_images: dict[str, tuple[str, bytes]] | None = None,
+                           tolerant: bool = False,
                            ) -> tuple[str, dict[str, Any], ChatOptions]:
     """Translate a Chat Completions request into (model id, generateContent body, options).
 
@@ -264,15 +289,18 @@ def chat_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | No
     """
     if not isinstance(body, dict):
         raise TranslationError("request body must be a JSON object")
+    strict = Strictness(body, tolerant)
+    check_params(body, CHAT_PARAMS, strict)
     model = normalise_model(body.get("model"), aliases)
     history = History()
-    _messages(body.get("messages"), history, _Parts(fetched_images))
+    builder = _Parts(fetched_images)
+    _messages(body.get("messages"), history, builder)
     contents, system = history.finish(model)
 
     out: dict[str, Any] = {"contents": contents}
     if system is not None:
         out["systemInstruction"] = system
-    tools, tool_config = _tools(body)
+    tools, tool_config = _tools(body, model, strict)
     if tools:
         out["tools"] = tools
     if tool_config is not None:
@@ -283,6 +311,22 @@ def chat_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | No
     if stops:
         gen["stopSequences"] = stops
     stream = body.get("stream") is True
+    top_logprobs = opt_int(body, "top_logprobs", 0, 20) or 0
+    want_logprobs = body.get("logprobs")
+    if want_logprobs is not None and not isinstance(want_logprobs, bool):
+        raise fail("logprobs", "must be a boolean")
+    if top_logprobs and want_logprobs is not True:
+        raise fail("top_logprobs", "needs logprobs: true")
+    gen.update(logprobs_config(top_logprobs, want_logprobs is True))
+    speech = modalities(body, stream, strict)
+    gen.update(speech.config)
+    resolution = media_resolution(builder.details)
+    if resolution:
+        gen["mediaResolution"] = resolution
+    tier = service_tier(body.get("service_tier"), strict)
+    if tier is not None:
+        out["serviceTier"] = tier
+    single = _single_call(body)
     n = opt_int(body, "n", 1, 8) or 1
     if n > 1:
         if stream:
@@ -315,8 +359,19 @@ def chat_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | No
                      and stream_options.get("include_usage") is True)
     options = ChatOptions(model=model, stream=stream, include_usage=include_usage,
                           include_reasoning=include_reasoning, n=n,
-                          tool_call_names={k: v[0] for k, v in history.calls.items()})
+                          tool_call_names={k: v[0] for k, v in history.calls.items()},
+                          single_call=single, logprobs=want_logprobs is True,
+                          top_logprobs=top_logprobs, service_tier=tier,
+                          audio_format=speech.audio_format, dropped=strict.dropped)
     return model, out, options
+
+
+def _single_call(body: dict[str, Any]) -> bool:
+    """Tell whether the client allows only one function call per answer."""
+    value = body.get("parallel_tool_calls")
+    if value is not None and not isinstance(value, bool):
+        raise fail("parallel_tool_calls", "must be a boolean")
+    return value is False
 
 
 def urls_to_fetch(body: Any) -> dict[str, str]:
@@ -343,7 +398,8 @@ def urls_to_fetch(body: Any) -> dict[str, str]:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             continue
-        field = "output" if item.get("type") == "function_call_output" else "content"
+        outputs = ("function_call_output", "custom_tool_call_output")
+        field = "output" if item.get("type") in outputs else "content"
         content = item.get(field)
         if not isinstance(content, list):
             continue
@@ -387,18 +443,32 @@ def candidate_parts(cand: Any) -> list[Any]:
     return parts if isinstance(parts, list) else []
 
 
-def _message(cand: dict[str, Any], include_reasoning: bool) -> tuple[dict[str, Any], bool]:
+def _message(cand: dict[str, Any], options: Any) -> tuple[dict[str, Any], bool]:
+    include_reasoning = bool(getattr(options, "include_reasoning", False))
+    single = bool(getattr(options, "single_call", False))
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    audio: list[dict[str, Any]] = []
     for part in candidate_parts(cand):
         if not isinstance(part, dict):
             continue
         fc = part.get("functionCall")
         if isinstance(fc, dict):
             call = tool_call(part, fc)
-            if call is not None:
+            if call is not None and not (single and calls):
                 calls.append(call)
+            continue
+        if is_code(part):
+            texts.append(code_text(part))
+            continue
+        image = image_of(part)
+        if image is not None:
+            images.append(chat_image(*image, len(images)))
+            continue
+        if is_audio(part):
+            audio.append(part)
             continue
         text = part.get("text")
         if isinstance(text, str):
@@ -407,9 +477,21 @@ def _message(cand: dict[str, Any], include_reasoning: bool) -> tuple[dict[str, A
                     thoughts.append(text)
             else:
                 texts.append(text)
+        # toolCall / toolResponse parts are Google's own searches: their results come back
+        # as the citations below.
+    content = "".join(texts)
     message: dict[str, Any] = {"role": "assistant",
-                               "content": "".join(texts) if texts or not calls else None,
+                               "content": content if texts or not (calls or audio or images) else None,
                                "refusal": None}
+    if audio:
+        message["audio"] = message_audio(audio, getattr(options, "audio_format", None) or "wav",
+                                         content)
+        message["content"] = None  # OpenAI puts the words of a spoken answer in its transcript
+    annotations = [chat_annotation(c) for c in citations(cand, content)]
+    if annotations:
+        message["annotations"] = annotations
+    if images:
+        message["images"] = images
     if calls:
         message["tool_calls"] = calls
     if thoughts:
@@ -417,12 +499,19 @@ def _message(cand: dict[str, Any], include_reasoning: bool) -> tuple[dict[str, A
     return message, bool(calls)
 
 
+def choice_logprobs(cand: Any, options: Any) -> dict[str, Any] | None:
+    """Return a choice's `logprobs` when the client asked for them and Gemini sent some."""
+    if not getattr(options, "logprobs", False):
+        return None
+    entries = token_logprobs(cand, getattr(options, "top_logprobs", 0))
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
 def gemini_to_chat_completion(resp: dict[str, Any], *, model: str, completion_id: str,
                               created: int, options: ChatOptions) -> dict[str, Any]:
     """Translate a generateContent answer into a `chat.completion` object."""
     if not isinstance(resp, dict):
         raise TranslationError("upstream answer is not a JSON object", status=502)
-    include_reasoning = bool(getattr(options, "include_reasoning", False))
     choices: list[dict[str, Any]] = []
     candidates = resp.get("candidates")
     if isinstance(candidates, list):
@@ -436,9 +525,9 @@ def gemini_to_chat_completion(resp: dict[str, Any], *, model: str, completion_id
             if index in used:
                 index = max(used) + 1
             used.add(index)
-            message, has_calls = _message(cand, include_reasoning)
+            message, has_calls = _message(cand, options)
             choices.append({"index": index,
-                            "message": message, "logprobs": None,
+                            "message": message, "logprobs": choice_logprobs(cand, options),
                             "finish_reason": chat_finish_reason(cand.get("finishReason"), has_calls)})
         choices.sort(key=lambda c: c["index"])
     if not choices:
@@ -447,4 +536,6 @@ def gemini_to_chat_completion(resp: dict[str, Any], *, model: str, completion_id
         choices.append({"index": 0, "message": {"role": "assistant", "content": "", "refusal": None},
                         "logprobs": None, "finish_reason": reason})
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": choices, "usage": chat_usage(resp.get("usageMetadata"))}
+            "choices": choices, "usage": chat_usage(resp.get("usageMetadata")),
+            "service_tier": answered_tier(resp.get("usageMetadata"),
+                                          getattr(options, "service_tier", None))}

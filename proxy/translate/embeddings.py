@@ -4,12 +4,15 @@ from __future__ import annotations
 import array
 import base64
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import TranslationError
 from .fields import fail, is_number, opt_int
+from .generation import google_options, pick
 from .models import normalise_model
+from .params import EMBEDDINGS as EMBEDDINGS_PARAMS
+from .params import Strictness, check_params
 from .usage import token_counts
 
 MAX_BATCH = 100  # batchEmbedContents refuses more requests than this in one call
@@ -23,6 +26,7 @@ class EmbedOptions:
     encoding_format: str = "float"  # "float" lists or "base64" packed float32
     count: int = 0                  # number of inputs (= embeddings expected back)
     estimated_tokens: int = 0       # for usage: Gemini reports no token counts here
+    dropped: list[str] = field(default_factory=list)  # what drop_params let go
 
 
 def _inputs(value: Any) -> list[str]:
@@ -46,7 +50,29 @@ def _inputs(value: Any) -> list[str]:
     return texts
 
 
+# Gemini's embedding task types (EmbedContentRequest.taskType), passed as the extension
+# `extra_body.google.task_type`: they tune the vector for its use.
+TASK_TYPES = ("RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY", "CLASSIFICATION",
+              "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY")
+
+
+def _task_type(body: dict[str, Any]) -> str | None:
+    google, path = google_options(body)
+    if google is None:
+        return None
+    for key in google:
+        if key not in ("task_type", "taskType"):
+            raise fail(f"{path}.{key}", "unknown option; embeddings take task_type")
+    value = pick(google, "task_type", "taskType")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.upper() not in TASK_TYPES:
+        raise fail(f"{path}.task_type", f"must be one of {', '.join(TASK_TYPES)}")
+    return value.upper()
+
+
 def embeddings_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | None = None,
+                                 tolerant: bool = False,
                                  ) -> tuple[str, dict[str, Any], EmbedOptions]:
     """Translate an embeddings request into (model id, batchEmbedContents body, options).
 
@@ -55,7 +81,10 @@ def embeddings_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str
     """
     if not isinstance(body, dict):
         raise TranslationError("request body must be a JSON object")
+    strict = Strictness(body, tolerant)
+    check_params(body, EMBEDDINGS_PARAMS, strict)
     model = normalise_model(body.get("model"), aliases)
+    task = _task_type(body)
     texts = _inputs(body.get("input"))
     fmt = body.get("encoding_format")
     if fmt is None:
@@ -69,10 +98,13 @@ def embeddings_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str
         req: dict[str, Any] = {"model": name, "content": {"parts": [{"text": text}]}}
         if dims is not None:
             req["outputDimensionality"] = dims
+        if task is not None:
+            req["taskType"] = task
         requests.append(req)
     chars = sum(len(t) for t in texts)
     options = EmbedOptions(model=model, encoding_format=fmt, count=len(texts),
-                           estimated_tokens=max(len(texts), (chars + 3) // 4))
+                           estimated_tokens=max(len(texts), (chars + 3) // 4),
+                           dropped=strict.dropped)
     return model, {"requests": requests}, options
 
 

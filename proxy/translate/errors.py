@@ -1,6 +1,7 @@
 """Error bodies in each client's own dialect."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # HTTP status → google.rpc status name, as Google's envelope carries it.
@@ -117,6 +118,26 @@ def is_daily_quota(body: dict[str, Any] | list[Any] | None) -> bool:
     return isinstance(message, str) and ("limit: 0," in message or "PerDay" in message)
 
 
+# The one mapping for 429s on the OpenAI routes, whoever noticed the limit (Google, the
+# pool, or the user key's own limits): what api.openai.com itself sends. A request-rate
+# limit is type "requests" / code "rate_limit_exceeded" (the SDK retries it); a spent
+# quota, which a retry soon will not cure, is "insufficient_quota" for both.
+RATE_LIMITED = ("requests", "rate_limit_exceeded")
+QUOTA_SPENT = ("insufficient_quota", "insufficient_quota")
+
+
+def rate_limit_body(message: str, *, spent: bool) -> dict[str, Any]:
+    """Return OpenAI's body for a 429: a rate limit, or (`spent`) a quota used up for the day."""
+    kind, code = QUOTA_SPENT if spent else RATE_LIMITED
+    return openai_error_body(message, kind, code)
+
+
+# Gemini's words for a prompt longer than the model's context window: "The input token
+# count (1200293) exceeds the maximum number of tokens allowed (1048576)."
+_CONTEXT_TOO_LONG = re.compile(r"input token count.*exceeds the maximum", re.I | re.S)
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # the code clients (Codex…) key on
+
+
 _STATUS_TEXT = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
                 429: "Too many requests", 500: "Internal error", 502: "Bad gateway",
                 503: "Service unavailable", 504: "Gateway timeout"}
@@ -150,11 +171,9 @@ def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None,
             retry_after = retry_delay_seconds(body)
         if retry_after is not None and "retry" not in message.lower():
             message = f"{message} Please retry in {retry_after:g}s."
-        if is_daily_quota(body):
-            # Mirrors OpenAI's own body for an exhausted quota: retrying soon will not help.
-            return 429, openai_error_body(message, "insufficient_quota", "insufficient_quota")
-        # api.openai.com labels request-rate limits with type "requests".
-        return 429, openai_error_body(message, "requests", "rate_limit_exceeded")
+        return 429, rate_limit_body(message, spent=is_daily_quota(body))
+    if status == 400 and _CONTEXT_TOO_LONG.search(message):
+        return 400, openai_error_body(message, "invalid_request_error", CONTEXT_LENGTH_EXCEEDED)
     if status >= 500:
         return status, openai_error_body(message, "server_error", None)
     if 400 <= status < 500:

@@ -78,31 +78,48 @@ class GoogleExtras:
     cached_content: str | None = None
 
 
-def _pick(d: dict[str, Any], snake: str, camel: str) -> Any:
+_GOOGLE_KEYS = frozenset({"thinking_config", "thinkingConfig", "safety_settings", "safetySettings",
+                          "cached_content", "cachedContent"})
+
+
+def google_options(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """Return (the Google options object, its path): `extra_body.google` or top-level `google`."""
+    extra_body = body.get("extra_body")
+    if extra_body is not None:
+        for key in expect_dict(extra_body, "extra_body"):
+            if key != "google":
+                raise fail(f"extra_body.{key}", "unknown option; extra_body holds `google`")
+        if extra_body.get("google") is not None:
+            return expect_dict(extra_body["google"], "extra_body.google"), "extra_body.google"
+    if body.get("google") is not None:
+        return expect_dict(body["google"], "google"), "google"
+    return None, ""
+
+
+def pick(d: dict[str, Any], snake: str, camel: str) -> Any:
+    """Return d[snake], else d[camel] (Google options come in either spelling)."""
     return d[snake] if snake in d else d.get(camel)
 
 
 def google_extras(body: dict[str, Any]) -> GoogleExtras:
     """Read `extra_body.google` (Google's compat layer) or top-level `google` extras."""
     extras = GoogleExtras()
-    google, path = None, ""
-    extra_body = body.get("extra_body")
-    if isinstance(extra_body, dict) and extra_body.get("google") is not None:
-        google, path = extra_body["google"], "extra_body.google"
-    elif body.get("google") is not None:
-        google, path = body["google"], "google"
+    google, path = google_options(body)
     if google is None:
         return extras
-    google = expect_dict(google, path)
+    for key in google:
+        if key not in _GOOGLE_KEYS:
+            raise fail(f"{path}.{key}", "unknown option; the Google options are thinking_config, "
+                                        "safety_settings and cached_content")
 
-    thinking = _pick(google, "thinking_config", "thinkingConfig")
+    thinking = pick(google, "thinking_config", "thinkingConfig")
     if thinking is not None:
         tpath = f"{path}.thinking_config"
         thinking = expect_dict(thinking, tpath)
         cfg: dict[str, Any] = {}
-        budget = _pick(thinking, "thinking_budget", "thinkingBudget")
-        level = _pick(thinking, "thinking_level", "thinkingLevel")
-        include = _pick(thinking, "include_thoughts", "includeThoughts")
+        budget = pick(thinking, "thinking_budget", "thinkingBudget")
+        level = pick(thinking, "thinking_level", "thinkingLevel")
+        include = pick(thinking, "include_thoughts", "includeThoughts")
         if budget is not None and level is not None:
             raise fail(tpath, "set thinking_budget or thinking_level, not both")
         if budget is not None:
@@ -119,7 +136,7 @@ def google_extras(body: dict[str, Any]) -> GoogleExtras:
             cfg["includeThoughts"] = include
         extras.thinking = cfg
 
-    safety = _pick(google, "safety_settings", "safetySettings")
+    safety = pick(google, "safety_settings", "safetySettings")
     if safety is not None:
         spath = f"{path}.safety_settings"
         settings = []
@@ -133,7 +150,7 @@ def google_extras(body: dict[str, Any]) -> GoogleExtras:
             settings.append({"category": category, "threshold": threshold})
         extras.safety_settings = settings
 
-    cached = _pick(google, "cached_content", "cachedContent")
+    cached = pick(google, "cached_content", "cachedContent")
     if cached is not None:
         if not isinstance(cached, str) or not cached.strip():
             raise fail(f"{path}.cached_content", "must be a cachedContents/… name")
@@ -196,3 +213,59 @@ def structured_output(kind: Any, schema: Any, *, type_path: str,
             out["responseJsonSchema" if as_json else "responseSchema"] = converted
         return out
     raise fail(type_path, "must be text, json_object or json_schema")
+
+
+# OpenAI service_tier → Gemini serviceTier (the google-genai SDK's values, sent at the
+# request's top level); "auto" lets Google choose, which is its standard tier.
+SERVICE_TIERS = {"auto": None, "default": "standard", "flex": "flex", "priority": "priority"}
+# Gemini's tier in usageMetadata.serviceTier → what an OpenAI answer calls it.
+ANSWERED_TIERS = {"standard": "default", "flex": "flex", "priority": "priority"}
+
+
+def service_tier(value: Any, strict: Any) -> str | None:
+    """Return Gemini's serviceTier for an OpenAI `service_tier` (None: Google's default)."""
+    if value is None:
+        return None
+    if value == "scale":
+        strict.unsupported("service_tier", "Gemini has no scale tier (it has flex, standard "
+                                           "and priority)")
+        return None
+    if not isinstance(value, str) or value not in SERVICE_TIERS:
+        raise fail("service_tier", "must be auto, default, flex or priority")
+    return SERVICE_TIERS[value]
+
+
+def answered_tier(meta: Any, requested: str | None) -> str:
+    """Return the tier an answer reports: Gemini's own word if it sent one, else the request's."""
+    if isinstance(meta, dict):
+        tier = meta.get("serviceTier")
+        if isinstance(tier, str) and tier.lower() in ANSWERED_TIERS:
+            return ANSWERED_TIERS[tier.lower()]
+    return ANSWERED_TIERS.get(requested or "standard", "default")
+
+
+# OpenAI image `detail` → Gemini mediaResolution ("original" asks for the most Gemini has).
+MEDIA_RESOLUTIONS = {"low": "MEDIA_RESOLUTION_LOW", "high": "MEDIA_RESOLUTION_HIGH",
+                     "original": "MEDIA_RESOLUTION_HIGH"}
+_RESOLUTION_RANK = {None: 1, "MEDIA_RESOLUTION_LOW": 0, "MEDIA_RESOLUTION_HIGH": 2}
+
+
+def image_detail(spec: Any, path: str) -> str | None:
+    """Return the mediaResolution an image's `detail` asks for (None: auto, Gemini's default)."""
+    detail = spec.get("detail") if isinstance(spec, dict) else None
+    if detail is None or detail == "auto":
+        return None
+    if not isinstance(detail, str) or detail not in MEDIA_RESOLUTIONS:
+        raise fail(f"{path}.detail", "must be auto, low, high or original")
+    return MEDIA_RESOLUTIONS[detail]
+
+
+def media_resolution(details: list[str | None]) -> str | None:
+    """Return the one mediaResolution for a request's images (Gemini sets it per request).
+
+    The highest detail any image asks for wins, an image without one counting as Gemini's
+    default: no image is seen at less detail than it asked for.
+    """
+    if not details:
+        return None
+    return max(details, key=lambda d: _RESOLUTION_RANK[d])

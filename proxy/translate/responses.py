@@ -5,22 +5,30 @@ Stateless by design: `previous_response_id` is refused, clients (Codex CLI with
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from .builtins import assemble, builtin_tool
 from .chat import candidate_parts, sampling_config, text_of
 from .errors import TranslationError
-from .fields import expect_dict, expect_list, expect_str, fail, is_int, is_number
-from .generation import google_extras, parse_effort, structured_output, thinking_config
+from .fields import expect_dict, expect_list, expect_str, fail, is_int, is_number, opt_int
+from .generation import (google_extras, image_detail, media_resolution, parse_effort,
+                         service_tier, structured_output, thinking_config)
+from .grounding import citations, responses_annotation, search_queries
 from .history import History
-from .media import audio_part, file_part, url_part
+from .logprobs import logprobs_config, split_by_text, token_logprobs
+from .media import audio_part, file_part, inline_part, url_part
 from .models import normalise_model
-from .response_items import (ResponsesOptions, function_call_item, message_item, outcome,
-                             reasoning_item, response_object, is_blocked)
+from .outputs import code_item, image_item, image_of
+from .params import RESPONSES as RESPONSES_PARAMS
+from .params import Strictness, check_params
+from .response_items import (ResponsesOptions, call_item, is_blocked, message_item, outcome,
+                             reasoning_item, response_object, web_search_item)
 from .signatures import encode_call_id, new_id, signature_of
-from .tools import (check_name, check_unique, function_call_json, function_call_part, function_declaration,
-                    parse_arguments, tool_choice_config)
-from .usage import responses_usage
 from .sse import sse_event
+from .tools import (CUSTOM_INPUT, check_name, check_unique, custom_declaration,
+                    function_call_part, function_declaration, parse_arguments, tool_choice_config)
+from .usage import responses_usage
 
 __all__ = ["ResponsesOptions", "ResponsesStreamTranslator", "gemini_to_response",
            "responses_request_to_gemini", "sse_event"]
@@ -35,9 +43,11 @@ class _Input:
         self.history = history
         self.fetched = fetched
         self.cache: dict[str, dict[str, Any]] = {}
+        self.details: list[str | None] = []  # each image's mediaResolution (None: auto)
 
     def media(self, part: dict[str, Any], kind: str, path: str) -> dict[str, Any]:
         if kind == "input_image":
+            self.details.append(image_detail(part, path))
             url = part.get("image_url")
             if url is None and part.get("file_id") is not None:
                 raise fail(f"{path}.file_id", "uploaded file ids are not supported; "
@@ -112,23 +122,42 @@ class _Input:
                 self.history.add_model_turn(self.parts(item.get("content"), f"{path}.content"), [])
             else:
                 raise fail(f"{path}.role", f"unknown role {role!r}")
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
             call_id = expect_str(item.get("call_id"), f"{path}.call_id", nonempty=True)
             name = check_name(item.get("name"), f"{path}.name")
-            args = parse_arguments(item.get("arguments"), f"{path}.arguments")
+            if kind == "custom_tool_call":
+                args = {CUSTOM_INPUT: expect_str(item.get("input"), f"{path}.input")}
+            else:
+                args = parse_arguments(item.get("arguments"), f"{path}.arguments")
             part = function_call_part(name, args, signature_of(item, call_id))
             self.history.add_model_turn([part], [(call_id, name)])
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = expect_str(item.get("call_id"), f"{path}.call_id", nonempty=True)
             name, order = self.history.call_name(call_id, f"{path}.call_id")
             text, media = self.output(item.get("output"), f"{path}.output")
             self.history.add_result(order, name, text, media)
+        elif kind == "code_interpreter_call":
+            # Gemini's own code run, coming back: its code and result parts, in the model's turn.
+            parts = [{"executableCode": {"language": "PYTHON",
+                                         "code": expect_str(item.get("code") or "", f"{path}.code")}}]
+            logs = [o.get("logs") for o in item.get("outputs") or []
+                    if isinstance(o, dict) and isinstance(o.get("logs"), str)]
+            if logs or item.get("status") in ("completed", "failed"):
+                outcome = "OUTCOME_FAILED" if item.get("status") == "failed" else "OUTCOME_OK"
+                parts.append({"codeExecutionResult": {"outcome": outcome, "output": "".join(logs)}})
+            self.history.add_model_turn(parts, [])
+        elif kind == "image_generation_call":
+            result = item.get("result")
+            if isinstance(result, str) and result:  # an image the model made, kept for edits
+                fmt = item.get("output_format") if isinstance(item.get("output_format"), str) else "png"
+                self.history.add_model_turn([inline_part(f"image/{fmt}", result)], [])
         elif kind == "item_reference":
             raise fail(path, "item references need stored responses, which this proxy does "
                              "not keep; send the items themselves")
         elif not isinstance(kind, str):
             raise fail(f"{path}.type", "must be a string")
-        # reasoning items (and built-in tool calls we never declared) carry nothing Gemini can use
+        # Reasoning items carry nothing Gemini can use (thought signatures ride in call ids);
+        # a web_search_call item holds no results, only that a search happened.
 
 
 def _typed(value: Any, kind: type) -> Any:
@@ -136,39 +165,94 @@ def _typed(value: Any, kind: type) -> Any:
     return value if isinstance(value, kind) else None
 
 
-def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Return (Gemini declarations, the function tools echoed on the response)."""
-    decls: list[dict[str, Any]] = []
-    echoed: list[dict[str, Any]] = []
+@dataclass(slots=True)
+class _Tools:
+    decls: list[dict[str, Any]] = field(default_factory=list)
+    builtins: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    echoed: list[dict[str, Any]] = field(default_factory=list)  # repeated on the Response
+    namespaces: dict[str, str] = field(default_factory=dict)   # function name → namespace
+    custom: set[str] = field(default_factory=set)  # custom (free-form input) tool names
+
+
+def _function(tool: dict[str, Any], path: str, found: _Tools, namespace: str | None = None,
+              context: str | None = None) -> None:
+    description = tool.get("description")
+    if context and (description is None or isinstance(description, str)):
+        # The namespace's own description stays with each of its functions.
+        description = f"{description}\n\n({context})" if description else f"({context})"
+    if tool.get("type") == "custom":
+        decl = custom_declaration(tool.get("name"), description, tool.get("format"), path)
+        found.custom.add(decl["name"])
+    else:
+        decl = function_declaration(tool.get("name"), description, tool.get("parameters"), path)
+    found.decls.append(decl)
+    if namespace is not None:
+        found.namespaces[decl["name"]] = namespace
+
+
+def _tools(body: dict[str, Any], strict: Strictness) -> _Tools:
+    """Read `tools`: functions, namespaces of functions, and built-in tools."""
+    found = _Tools()
     tools = body.get("tools")
     if tools is None:
-        return decls, echoed
+        return found
     for i, tool in enumerate(expect_list(tools, "tools")):
-        tool = expect_dict(tool, f"tools[{i}]")
-        if tool.get("type") != "function":
-            continue  # web_search, custom, local_shell…: no Gemini function counterpart
-        decl = function_declaration(tool.get("name"), tool.get("description"),
-                                    tool.get("parameters"), f"tools[{i}]")
-        decls.append(decl)
-        echoed.append({"type": "function", "name": decl["name"],
-                       "description": _typed(tool.get("description"), str),
-                       "parameters": _typed(tool.get("parameters"), dict),
-                       "strict": _typed(tool.get("strict"), bool)})
-    check_unique(decls, "tools")
-    return decls, echoed
+        path = f"tools[{i}]"
+        tool = expect_dict(tool, path)
+        kind = tool.get("type")
+        if kind == "function":
+            _function(tool, path, found)
+            found.echoed.append({"type": "function", "name": found.decls[-1]["name"],
+                                 "description": _typed(tool.get("description"), str),
+                                 "parameters": _typed(tool.get("parameters"), dict),
+                                 "strict": _typed(tool.get("strict"), bool)})
+        elif kind == "custom":
+            _function(tool, path, found)
+            found.echoed.append(tool)
+        elif kind == "namespace":
+            # Codex CLI groups functions this way; Gemini sees them flat, the calls that come
+            # back carry the namespace again.
+            name = expect_str(tool.get("name"), f"{path}.name", nonempty=True)
+            about = tool.get("description")
+            context = f"{name}: {about}" if isinstance(about, str) and about else name
+            for j, fn in enumerate(expect_list(tool.get("tools"), f"{path}.tools")):
+                fn = expect_dict(fn, f"{path}.tools[{j}]")
+                if fn.get("type", "function") not in ("function", "custom"):
+                    strict.unsupported(f"{path}.tools[{j}].type",
+                                       f"{fn.get('type')!r} tools have no Gemini counterpart")
+                    continue
+                _function(fn, f"{path}.tools[{j}]", found, name, context)
+            found.echoed.append(tool)
+        else:
+            gemini = builtin_tool(tool, path, strict)
+            if gemini is not None:
+                found.builtins.append((str(kind), gemini))
+                found.echoed.append(tool)
+    check_unique(found.decls, "tools")
+    return found
+
+
+def _logprobs(body: dict[str, Any]) -> tuple[bool, int]:
+    """Return (logprobs wanted, how many alternatives) from top_logprobs and include."""
+    top = opt_int(body, "top_logprobs", 0, 20) or 0
+    include = body.get("include")
+    wanted = False
+    if include is not None:
+        for i, value in enumerate(expect_list(include, "include")):
+            value = expect_str(value, f"include[{i}]")
+            wanted = wanted or value == "message.output_text.logprobs"
+    return wanted or top > 0, top
 
 
 def responses_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str] | None = None,
                                 fetched_images: dict[str, tuple[str, bytes]] | None = None,
+                                tolerant: bool = False,
                                 ) -> tuple[str, dict[str, Any], ResponsesOptions]:
     """Translate a Responses API request into (model id, generateContent body, options)."""
     if not isinstance(body, dict):
         raise TranslationError("request body must be a JSON object")
-    if body.get("previous_response_id") is not None:
-        raise TranslationError(
-            "previous_response_id: not supported; this proxy stores no responses. Keep the "
-            "history client-side (store=false) and send it all in input.",
-            param="previous_response_id")
+    strict = Strictness(body, tolerant)
+    check_params(body, RESPONSES_PARAMS, strict)
     model = normalise_model(body.get("model"), aliases)
     history = History()
     instructions = body.get("instructions")
@@ -190,18 +274,32 @@ def responses_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str]
     out: dict[str, Any] = {"contents": contents}
     if system is not None:
         out["systemInstruction"] = system
-    decls, echoed = _tools(body)
-    tool_config, decls = tool_choice_config(body.get("tool_choice"), decls, "tool_choice", flat=True)
-    if decls:
-        out["tools"] = [{"functionDeclarations": decls}]
-        if tool_config is not None:
-            out["toolConfig"] = tool_config
+    found = _tools(body, strict)
+    chosen = tool_choice_config(body.get("tool_choice"), found.decls, "tool_choice", flat=True,
+                                strict=strict, builtins=found.builtins)
+    tools, tool_config = assemble(model, chosen.decls, chosen.builtins, chosen.config, strict,
+                                  "tools")
+    if tools:
+        out["tools"] = tools
+    if tool_config is not None:
+        out["toolConfig"] = tool_config
 
     gen = sampling_config(body, model, max_tokens_keys=("max_output_tokens",))
+    want_logprobs, top_logprobs = _logprobs(body)
+    gen.update(logprobs_config(top_logprobs, want_logprobs))
+    resolution = media_resolution(reader.details)
+    if resolution:
+        gen["mediaResolution"] = resolution
+    tier = service_tier(body.get("service_tier"), strict)
+    if tier is not None:
+        out["serviceTier"] = tier
     text = body.get("text")
     fmt = None
     if text is not None:
         text = expect_dict(text, "text")
+        verbosity = text.get("verbosity")
+        if verbosity not in (None, "medium"):
+            strict.unsupported("text.verbosity", "Gemini has no verbosity control")
         fmt = text.get("format")
         if fmt is not None:
             fmt = expect_dict(fmt, "text.format")
@@ -230,10 +328,15 @@ def responses_request_to_gemini(body: dict[str, Any], *, aliases: dict[str, str]
     if extras.cached_content is not None:
         out["cachedContent"] = extras.cached_content
 
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise fail("parallel_tool_calls", "must be a boolean")
     options = ResponsesOptions(
         model=model, stream=body.get("stream") is True, include_reasoning=include_reasoning,
-        echo=_echo(body, echoed, fmt, effort, summary),
-        call_names={k: v[0] for k, v in history.calls.items()})
+        echo=_echo(body, found.echoed, fmt, effort, summary),
+        call_names={k: v[0] for k, v in history.calls.items()},
+        namespaces=found.namespaces, custom_tools=found.custom, single_call=parallel is False, logprobs=want_logprobs,
+        top_logprobs=top_logprobs, service_tier=tier, dropped=strict.dropped)
     return model, out, options
 
 
@@ -253,8 +356,10 @@ def _echo(body: dict[str, Any], tools: list[dict[str, Any]], fmt: dict[str, Any]
     choice = body.get("tool_choice")
     if choice in ("auto", "none", "required"):
         echo["tool_choice"] = choice
-    elif isinstance(choice, dict) and choice.get("type") in ("function", "allowed_tools"):
+    elif isinstance(choice, dict) and choice.get("type") in ("function", "custom", "allowed_tools"):
         echo["tool_choice"] = choice
+    if isinstance(body.get("top_logprobs"), int):
+        echo["top_logprobs"] = body["top_logprobs"]
     if effort is not None or summary in _SUMMARIES:
         echo["reasoning"] = {"effort": effort, "summary": summary if summary in _SUMMARIES else None}
     if fmt is not None:
@@ -272,34 +377,64 @@ def _echo(body: dict[str, Any], tools: list[dict[str, Any]], fmt: dict[str, Any]
     return echo
 
 
-def output_items(parts: list[Any], include_reasoning: bool,
-                 message_status: str = "completed") -> list[dict[str, Any]]:
-    """Group Gemini parts into Responses output items, in the order Gemini gave them."""
+def output_items(cand: Any, options: Any, message_status: str = "completed") -> list[dict[str, Any]]:
+    """Turn a candidate's parts into Responses output items, in the order Gemini gave them.
+
+    Text runs become messages (with their citations and logprobs), thoughts reasoning items,
+    function calls function_call items (with their namespace), Gemini's code runs
+    code_interpreter_call items, images image_generation_call items; the searches that
+    grounded the answer lead as a web_search_call item.
+    """
+    include_reasoning = bool(getattr(options, "include_reasoning", False))
+    single = bool(getattr(options, "single_call", False))
     items: list[dict[str, Any]] = []
+    texts: list[tuple[int, str]] = []  # (item index, text) of each message
     run_kind: str | None = None
     run: list[str] = []
+    code: dict[str, Any] | None = None  # the last code run, waiting for its result
+    calls = 0
 
     def close() -> None:
         nonlocal run_kind
         if run_kind == "message":
+            texts.append((len(items), "".join(run)))
             items.append(message_item(new_id("msg_"), "".join(run), message_status))
         elif run_kind == "reasoning":
             items.append(reasoning_item(new_id("rs_"), "".join(run)))
         run.clear()
         run_kind = None
 
-    for part in parts:
+    for part in candidate_parts(cand):
         if not isinstance(part, dict):
             continue
         fc = part.get("functionCall")
         if isinstance(fc, dict):
-            if not isinstance(fc.get("name"), str):
+            if not isinstance(fc.get("name"), str) or (single and calls):
                 continue
             close()
+            calls += 1
             signature = part.get("thoughtSignature")
             signature = signature if isinstance(signature, str) and signature else None
-            items.append(function_call_item(new_id("fc_"), encode_call_id(signature), fc["name"],
-                                            function_call_json(fc.get("args"))))
+            items.append(call_item(fc, encode_call_id(signature), options))
+            continue
+        if isinstance(part.get("executableCode"), dict):
+            close()
+            code = code_item(part["executableCode"], None)
+            items.append(code)
+            continue
+        if isinstance(part.get("codeExecutionResult"), dict):
+            close()
+            if code is not None:
+                items[items.index(code)] = code_item({"code": code["code"]},
+                                                     part["codeExecutionResult"], code["id"])
+            else:
+                items.append(code_item(None, part["codeExecutionResult"]))
+            code = None
+            continue
+        image = image_of(part)
+        if image is not None:
+            close()
+            items.append(image_item(*image))
             continue
         text = part.get("text")
         if not isinstance(text, str) or not text:
@@ -312,7 +447,25 @@ def output_items(parts: list[Any], include_reasoning: bool,
             run_kind = kind
         run.append(text)
     close()
+    _annotate(items, texts, cand, options)
+    queries, urls = search_queries(cand)
+    if queries or urls:
+        items.insert(0, web_search_item(queries, urls))
     return items
+
+
+def _annotate(items: list[dict[str, Any]], texts: list[tuple[int, str]], cand: Any,
+              options: Any) -> None:
+    """Put citations and (when asked for) logprobs on the message items' output_text."""
+    entries = None
+    if getattr(options, "logprobs", False):
+        entries = token_logprobs(cand, getattr(options, "top_logprobs", 0))
+    shares = split_by_text(entries, [t for _, t in texts]) if entries else []
+    for n, (index, text) in enumerate(texts):
+        part = items[index]["content"][0]
+        part["annotations"] = [responses_annotation(c) for c in citations(cand, text)]
+        if n < len(shares):
+            part["logprobs"] = shares[n]
 
 
 def gemini_to_response(resp: dict[str, Any], *, model: str, response_id: str, created: int,
@@ -324,12 +477,10 @@ def gemini_to_response(resp: dict[str, Any], *, model: str, response_id: str, cr
     cand = candidates[0] if isinstance(candidates, list) and candidates else None
     reason = cand.get("finishReason") if isinstance(cand, dict) else None
     status, incomplete = outcome(reason, cand is None and is_blocked(resp))
-    include_reasoning = bool(getattr(options, "include_reasoning", False))
-    items = output_items(candidate_parts(cand), include_reasoning,
-                         "completed" if status == "completed" else "incomplete")
+    items = output_items(cand, options, "completed" if status == "completed" else "incomplete")
     return response_object(response_id, created, model, options, status=status, output=items,
                            usage=responses_usage(resp.get("usageMetadata")),
-                           incomplete=incomplete)
+                           incomplete=incomplete, tier_meta=resp.get("usageMetadata"))
 
 
 # The stream translator lives in its own module; it is part of this API.

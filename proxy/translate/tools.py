@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from .fields import expect_dict, expect_list, fail
+from .params import Strictness
 from .schema import schema_for_gemini
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
@@ -65,6 +67,42 @@ def function_declaration(name: Any, description: Any, parameters: Any,
     return decl
 
 
+CUSTOM_INPUT = "input"  # the one string argument a custom (free-form) tool's declaration has
+
+
+def custom_declaration(name: Any, description: Any, fmt: Any, path: str) -> dict[str, Any]:
+    """Return a Gemini functionDeclaration for an OpenAI custom (free-form input) tool.
+
+    Gemini calls functions with JSON arguments, so the free-form input becomes one string
+    argument. A grammar the input must follow is given to the model in the description;
+    Gemini does not enforce it.
+    """
+    text = description if isinstance(description, str) else ""
+    if description is not None and not isinstance(description, str):
+        raise fail(f"{path}.description", "must be a string")
+    if fmt is not None:
+        fmt = expect_dict(fmt, f"{path}.format")
+        if fmt.get("type") == "grammar":
+            syntax, definition = fmt.get("syntax"), fmt.get("definition")
+            if not isinstance(definition, str) or not definition:
+                raise fail(f"{path}.format.definition", "must be a non-empty string")
+            text += (f"\n\nThe input must follow this {syntax if isinstance(syntax, str) else ''} "
+                     f"grammar:\n{definition}")
+        elif fmt.get("type") not in (None, "text"):
+            raise fail(f"{path}.format.type", "must be text or grammar")
+    return function_declaration(name, text.strip() or None, {
+        "type": "object", "properties": {CUSTOM_INPUT: {
+            "type": "string", "description": "The tool's whole input, as free text."}},
+        "required": [CUSTOM_INPUT]}, path)
+
+
+def custom_input(args: Any) -> str:
+    """Return a custom tool's free-form input from the arguments Gemini called it with."""
+    if isinstance(args, dict) and isinstance(args.get(CUSTOM_INPUT), str) and len(args) == 1:
+        return args[CUSTOM_INPUT]
+    return function_call_json(args)
+
+
 def check_unique(decls: list[dict[str, Any]], path: str) -> None:
     """Reject two declarations with the same name (Gemini 400s on duplicates)."""
     seen: set[str] = set()
@@ -74,42 +112,64 @@ def check_unique(decls: list[dict[str, Any]], path: str) -> None:
         seen.add(decl["name"])
 
 
-def _allowed_names(tools: Any, path: str, flat: bool) -> list[str]:
-    names = []
+def _allowed(tools: Any, path: str, flat: bool) -> tuple[list[str], set[str]]:
+    """Return (function names, built-in tool types) an allowed_tools list names."""
+    names, kinds = [], set()
     for i, tool in enumerate(expect_list(tools, path)):
         tool = expect_dict(tool, f"{path}[{i}]")
-        if tool.get("type", "function") != "function":
-            continue
-        if flat:
+        kind = tool.get("type", "function")
+        if not isinstance(kind, str):
+            raise fail(f"{path}[{i}].type", "must be a string")
+        if flat and kind in ("function", "custom"):  # custom tools are declared functions too
             names.append(check_name(tool.get("name"), f"{path}[{i}].name"))
+        elif kind != "function":
+            kinds.add(kind)
         else:
             fn = expect_dict(tool.get("function"), f"{path}[{i}].function")
             names.append(check_name(fn.get("name"), f"{path}[{i}].function.name"))
-    return names
+    return names, kinds
 
 
-def tool_choice_config(choice: Any, decls: list[dict[str, Any]], path: str, *,
-                       flat: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """Return (toolConfig or None, declarations to send) for an OpenAI `tool_choice`.
+@dataclass(slots=True)
+class ToolChoice:
+    """What an OpenAI `tool_choice` leaves to send: toolConfig, declarations, built-in tools."""
 
-    `flat` is the Responses API spelling ({"type":"function","name":…}) rather
-    than Chat's ({"type":"function","function":{"name":…}}). `allowed_tools`
-    narrows the declarations, since Gemini only honours allowedFunctionNames
-    together with mode ANY.
+    config: dict[str, Any] | None
+    decls: list[dict[str, Any]]
+    builtins: list[dict[str, Any]] = field(default_factory=list)
+
+
+def tool_choice_config(choice: Any, decls: list[dict[str, Any]], path: str, *, flat: bool,
+                       strict: Strictness,
+                       builtins: list[tuple[str, dict[str, Any]]] | None = None) -> ToolChoice:
+    """Return what to send for an OpenAI `tool_choice` over function and built-in tools.
+
+    `builtins` pairs each built-in tool's OpenAI type with its Gemini Tool. `flat` is the
+    Responses API spelling ({"type":"function","name":…}) rather than Chat's
+    ({"type":"function","function":{"name":…}}). `allowed_tools` narrows the declarations,
+    since Gemini only honours allowedFunctionNames together with mode ANY. Gemini decides
+    itself when to use its own tools, so a choice that forces one cannot be honoured.
     """
+    builtins = builtins or []
+    gemini = [tool for _, tool in builtins]
     if choice is None:
-        return None, decls
+        return ToolChoice(None, decls, gemini)
     declared = {d["name"] for d in decls}
     if isinstance(choice, str):
         mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}.get(choice)
         if mode is None:
             raise fail(path, "must be none, auto, required or a function choice")
+        if mode == "NONE":
+            gemini = []  # no tool at all, Google's own ones included
+        elif mode == "ANY" and not decls and gemini:
+            strict.unsupported(path, "required needs a function tool: Gemini decides itself "
+                                     "when to use its built-in tools")
         if not decls:
-            return None, decls
-        return {"functionCallingConfig": {"mode": mode}}, decls
+            return ToolChoice(None, decls, gemini)
+        return ToolChoice({"functionCallingConfig": {"mode": mode}}, decls, gemini)
     choice = expect_dict(choice, path)
     kind = choice.get("type")
-    if kind == "function":
+    if kind == "function" or (kind == "custom" and flat):
         if flat:
             name = check_name(choice.get("name"), f"{path}.name")
             npath = f"{path}.name"
@@ -119,25 +179,30 @@ def tool_choice_config(choice: Any, decls: list[dict[str, Any]], path: str, *,
             npath = f"{path}.function.name"
         if name not in declared:
             raise fail(npath, f"{name!r} is not one of the declared function tools")
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}, decls
+        return ToolChoice({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}},
+                          decls, gemini)
     if kind == "allowed_tools":
         spec = choice if flat else expect_dict(choice.get("allowed_tools"), f"{path}.allowed_tools")
         spath = path if flat else f"{path}.allowed_tools"
         mode = spec.get("mode", "auto")
         if mode not in ("auto", "required"):
             raise fail(f"{spath}.mode", "must be auto or required")
-        names = _allowed_names(spec.get("tools"), f"{spath}.tools", flat)
+        names, kinds = _allowed(spec.get("tools"), f"{spath}.tools", flat)
         for name in names:
             if name not in declared:
                 raise fail(f"{spath}.tools", f"{name!r} is not one of the declared function tools")
         kept = [d for d in decls if d["name"] in names]
+        gemini = [tool for openai_type, tool in builtins if openai_type in kinds]
         if not kept:
-            return None, []
-        return {"functionCallingConfig": {"mode": "AUTO" if mode == "auto" else "ANY"}}, kept
+            return ToolChoice(None, [], gemini)
+        return ToolChoice({"functionCallingConfig": {"mode": "AUTO" if mode == "auto" else "ANY"}},
+                          kept, gemini)
     if not isinstance(kind, str):
         raise fail(f"{path}.type", "must be a string")
-    # Built-in tool choices (file_search, web_search…) have no Gemini counterpart.
-    return None, decls
+    strict.unsupported(f"{path}.type", f"a tool_choice forcing {kind!r} cannot be honoured: "
+                                       "Gemini decides itself when to use its built-in tools, and "
+                                       "has no custom tools; use auto")
+    return ToolChoice(None, decls, gemini)
 
 
 def parse_arguments(arguments: Any, path: str) -> dict[str, Any]:
