@@ -5,7 +5,8 @@ suspended.") and other texts can carry one too. Everything upstream sends passes
 on its way in (proxy/upstream.py); the points that record or log it pass it again.
 
 Two things are masked: the exact values given (the pool's keys, whatever their shape) and
-anything shaped like a Google key (`AIza` + 35 characters), each to its `mask_key` form.
+anything shaped like a Google key (`AIza` + 35 or more key characters), each to its
+`mask_key` form.
 Text with nothing to mask costs one substring search per value and one for "AIza", so the
 hot path passes only the key its attempt used (see `Upstream._attempt`).
 """
@@ -16,7 +17,10 @@ from typing import Iterable, Iterator, TypeVar
 
 from proxy.store.util import ELLIPSIS, mask_key
 
-KEY_SHAPE = r"AIza[0-9A-Za-z_-]{35}"
+# A key and any key characters run on after it, masked as one: masking exactly 39 of a
+# longer run could leave a later key's start in the mask's visible tail ("AIza…AIza" +
+# the rest of that key), whole again.
+KEY_SHAPE = r"AIza[0-9A-Za-z_-]{35,}"
 KEY_LEN = 39
 _SHAPE_TEXT = re.compile(KEY_SHAPE)
 _SHAPE_BYTES = re.compile(KEY_SHAPE.encode())

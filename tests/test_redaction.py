@@ -142,6 +142,15 @@ def test_keys_run_together_never_come_out_whole(pieces, cuts):
     assert_nowhere([KEYS[3], KEYS[4], "fake-key-0002"], out.decode())
 
 
+@pytest.mark.parametrize("lead", ["AIza" + "x" * 31, "AIzaAAAIzaAIza" + "x" * 21, "AIza" * 9])
+def test_a_key_run_on_from_key_characters_is_not_rebuilt_by_the_mask(lead):
+    """Masking 39 characters of a longer run left 'AIza…AIza' + the rest of the next key."""
+    text = lead + KEYS[4]
+    assert KEYS[4] not in redact(text)
+    assert KEYS[4].encode() not in redact(text.encode())
+    assert KEYS[4].encode() not in b"".join(redact_stream([text.encode()]))
+
+
 def test_complete_events_are_never_held_back():
     """Only the unfinished end of an event can wait for the next chunk."""
     pulled: list[int] = []
