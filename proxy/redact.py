@@ -21,11 +21,10 @@ from proxy.store.util import ELLIPSIS, mask_key
 # longer run could leave a later key's start in the mask's visible tail ("AIza…AIza" +
 # the rest of that key), whole again.
 KEY_SHAPE = r"AIza[0-9A-Za-z_-]{35,}"
-KEY_LEN = 39
 _SHAPE_TEXT = re.compile(KEY_SHAPE)
 _SHAPE_BYTES = re.compile(KEY_SHAPE.encode())
-# The end of a buffer that the next chunk could complete into a key shape.
-_PARTIAL = re.compile(rb"A(?:I(?:z(?:a[0-9A-Za-z_-]{0,34})?)?)?\Z")
+# The end of a buffer that the next chunk could complete into "AIza".
+_PARTIAL = re.compile(rb"A(?:I(?:z)?)?\Z")
 # Bytes a key can hold (valid_google_key's alphabet): a buffer ending in any other byte,
 # a line break above all, cannot end inside a key.
 _KEY_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.-")
@@ -66,34 +65,44 @@ def redact_header(value: str, values: Iterable[str] = ()) -> str:
 
 
 def redact_stream(chunks: Iterable[bytes], values: Iterable[str] = ()) -> Iterator[bytes]:
-    """Yield `chunks` redacted, even when a key is split across two of them.
+    """Yield `chunks` redacted exactly as the whole body would be, however it was cut.
 
-    A chunk that ends with what could be the start of a key (a prefix of `AIza` + 35, or
-    of one of `values`) keeps that tail back until the next chunk decides it. The tail is
-    made only of key characters, so it never holds a line break: a complete SSE event or
-    array element is never delayed, only the unfinished end of one. At the end of the
-    stream the tail is sent as it is (it was no whole key). If the upstream breaks, the
-    tail is dropped with the rest of the unfinished event.
+    A chunk that ends inside what could be a key (a run of key characters holding `AIza`,
+    a prefix of it, or a prefix of one of `values`) keeps that tail back until the next
+    chunk decides it. The tail is made only of key characters, so it never holds a line
+    break: a complete SSE event or array element is never delayed, only the unfinished end
+    of one. At the end of the stream the tail is sent, redacted. If the upstream breaks,
+    the tail is dropped with the rest of the unfinished event.
     """
     values = tuple(v for v in values if v)
     needles = [v.encode() for v in values]
     inner = _KEY_BYTES.union(*needles)
     pending = b""
     for chunk in chunks:
-        buf = redact(pending + chunk if pending else chunk, values)
+        buf = pending + chunk if pending else chunk
         cut = _hold_from(buf, needles) if buf and buf[-1] in inner else len(buf)
         pending = buf[cut:]
         if cut:
-            yield buf[:cut]
+            yield redact(buf[:cut], values)
     if pending:
-        yield pending
+        yield redact(pending, values)
+
+
+MAX_HOLD = 1 << 16  # a run of key characters longer than this is no key: stop holding it
 
 
 def _hold_from(buf: bytes, needles: list[bytes]) -> int:
-    """Return where the possibly unfinished key at the end of `buf` starts (len(buf) if none)."""
+    """Return where a possibly unfinished key at the end of `buf` starts (len(buf) if none)."""
     end = len(buf)
-    m = _PARTIAL.search(buf, max(0, end - KEY_LEN + 1))
-    cut = m.start() if m else end
+    run = end
+    while run > 0 and buf[run - 1] in _KEY_BYTES and end - run < MAX_HOLD:
+        run -= 1
+    at = buf.find(b"AIza", run)  # a key here may still grow with the next chunk
+    if at != -1:
+        cut = at
+    else:
+        m = _PARTIAL.search(buf, max(0, end - 3))
+        cut = m.start() if m else end
     for needle in needles:
         first = needle[:1]
         at = buf.find(first, max(0, end - len(needle) + 1))
