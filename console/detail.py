@@ -75,6 +75,8 @@ def request_view(r: dict[str, Any]) -> RenderableType:
         ("tokens/s", f"{tout / seconds:.1f}" if tout and seconds > 0 else None),
         ("attempts", r.get("attempts")),
         ("worker", r.get("worker_pid")),
+        ("from", r.get("remote_addr")),
+        ("key given", r.get("presented_key")),  # a refused request: the (masked) key it tried
         # Databases migrated for cost estimates carry it; older ones simply lack the column.
         *([("cost", f"${r['cost_usd']:.6f}" if r["cost_usd"] is not None else None)] if "cost_usd" in r else []),
     ])

@@ -20,11 +20,12 @@ FIELDS = {
     "level": "level", "l": "level", "lvl": "level",
 }
 IN_FLIGHT_WORDS = {"inflight", "in-flight", "live", "pending", "flying", "running"}
+REFUSED_WORDS = {"refused", "refusal", "refusals", "denied", "rejected"}
 _CLASS = re.compile(r"([1-5])xx")
 _RANGE = re.compile(r"(\d{3})-(\d{3})")
 _LEVEL_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
 
-REQUEST_HINT = "model:… key:… user:… status:4xx|429|ok|err|live  text"
+REQUEST_HINT = "model:… key:… user:… status:4xx|429|ok|err|live|refused  text"
 EVENT_HINT = "level:warning status:429|5xx  text"
 TEXT_HINT = "words any column shows (all of them, any case)"
 # The console shows model names without this prefix; a filter may use either form.
@@ -40,6 +41,7 @@ class ParsedFilter:
     users: list[str] = field(default_factory=list)
     statuses: list[StatusRange] = field(default_factory=list)
     in_flight: bool = False
+    refused: bool = False
     levels: list[str] = field(default_factory=list)
     text: str = ""
     problems: list[str] = field(default_factory=list)
@@ -51,9 +53,11 @@ class ParsedFilter:
             for form in (name, name if name.startswith(MODEL_PREFIX) else MODEL_PREFIX + name):
                 if form not in models:
                     models.append(form)
+        # Refused requests carry an error status and no upstream attempt.
+        statuses = tuple(self.statuses) or (((400, 599),) if self.refused else ())
         return RequestFilter(
             models=tuple(models), keys=tuple(self.keys), users=tuple(self.users),
-            statuses=tuple(self.statuses), in_flight=self.in_flight, text=self.text,
+            statuses=statuses, in_flight=self.in_flight, text=self.text, refused=self.refused,
         )
 
     def events(self) -> EventFilter:
@@ -102,6 +106,8 @@ def _add(out: ParsedFilter, kind: str, item: str) -> None:
             out.problems.append(f"unknown status {item!r} (e.g. 429, 4xx, 500-599, ok, err, live)")
         elif status == "in_flight":
             out.in_flight = True
+        elif status == "refused":
+            out.refused = True
         else:
             out.statuses.extend(status)
 
@@ -111,6 +117,8 @@ def status_ranges(item: str) -> list[StatusRange] | str | None:
     word = item.lower()
     if word in IN_FLIGHT_WORDS:
         return "in_flight"
+    if word in REFUSED_WORDS:
+        return "refused"
     if word in ("ok", "good", "success"):
         return [(100, 399)]
     if word in ("err", "error", "errors", "fail", "failed", "bad"):

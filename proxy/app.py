@@ -152,13 +152,17 @@ def _enable_cors(app: Flask, origins: list[str]) -> None:
 
 
 def _register_error_handlers(app: Flask) -> None:
-    from proxy.routes.native import gemini_error
-    from proxy.routes.openai import openai_error
+    from proxy.pipeline import Answered, dialect_for, refuse
 
-    def dialect_error(code: int, message: str) -> Response:
-        if request.path.startswith(("/openai/", "/v1/chat/", "/v1/embeddings", "/v1/responses")):
-            return openai_error(code, message)
-        return gemini_error(code, message)
+    def dialect_error(code: int, message: str, error_class: str) -> Response:
+        """Answer in the dialect the path speaks, and record the refusal (once per request)."""
+        dialect = dialect_for(request.path)
+        return refuse(dialect, dialect.error(code, message), error_class=error_class,
+                      message=message)
+
+    @app.errorhandler(Answered)
+    def answered(exc: Answered) -> Response:
+        return exc.response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -166,14 +170,16 @@ def _register_error_handlers(app: Flask) -> None:
         if code == 413:
             limit = app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
             return dialect_error(413, f"Request body is larger than this proxy accepts "
-                                     f"({limit:g} MiB; see MAX_REQUEST_BODY_MB).")
+                                      f"({limit:g} MiB; see MAX_REQUEST_BODY_MB).", "bad_request")
         if code == 404:
             return dialect_error(404, f"No route for {request.method} {request.path}. Native "
-                                     "Gemini calls live under /v1beta/ and /v1/, OpenAI ones "
-                                     "under /v1/ and /openai/v1/.")
+                                      "Gemini calls live under /v1beta/ and /v1/, OpenAI ones "
+                                      "under /v1/ and /openai/v1/.", "not_found")
         if code == 405:
-            return dialect_error(405, f"{request.method} is not allowed on {request.path}.")
-        resp = dialect_error(code, exc.description or exc.name)
+            return dialect_error(405, f"{request.method} is not allowed on {request.path}.",
+                                 "bad_request")
+        resp = dialect_error(code, exc.description or exc.name,
+                             "bad_request" if code < 500 else "rejected")
         retry = getattr(exc, "retry_after", None)  # set on the 503 for a full body budget
         if isinstance(retry, int):
             resp.headers["Retry-After"] = str(retry)
@@ -184,4 +190,4 @@ def _register_error_handlers(app: Flask) -> None:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return dialect_error(500, f"The proxy failed to handle this request ({type(exc).__name__}); "
                                   "the traceback is in the proxy's log. Retrying may work; if it "
-                                  "keeps failing, report it with that log line.")
+                                  "keeps failing, report it with that log line.", "proxy_error")

@@ -27,6 +27,12 @@ def new_request_id() -> str:
     return os.urandom(12).hex()
 
 
+def request_recorded() -> bool:
+    """Whether an Exchange already holds the row of the request being served here."""
+    slot = REQUEST_ID.get()
+    return bool(slot and slot.get("claimed"))
+
+
 def claim_request_id() -> str:
     """Return the current request's id for its Exchange (a fresh one if none or taken)."""
     slot = REQUEST_ID.get()
@@ -83,8 +89,11 @@ class Exchange:
     """
 
     def __init__(self, sink: Any, *, user: "User | None", dialect: str, method: str, path: str,
-                 model: str = "", stream: bool = False) -> None:
+                 model: str = "", stream: bool = False, client: str | None = None,
+                 presented: str | None = None) -> None:
         self.sink = sink
+        self.client = client  # the client's address
+        self.presented = presented  # the masked user key of a refused request
         self.id = claim_request_id()
         self.user = user
         self.dialect = dialect
@@ -117,7 +126,8 @@ class Exchange:
         row = {"id": self.id, "started_at": self.started, "user_id": self._uid,
                "user_label": self.user.label if self.user else None, "dialect": self.dialect,
                "method": self.method, "path": self.path, "model": self.model,
-               "stream": int(self.stream), "worker_pid": os.getpid()}
+               "stream": int(self.stream), "worker_pid": os.getpid(),
+               "remote_addr": self.client, "presented_key": self.presented}
         row.update(fields)
         return row
 

@@ -88,16 +88,10 @@ class RelayedStream:
     def close(self) -> None:
         if not self._started:
             self._started = True
-            _release(self._pool, self._reply)
+            self._reply.release()
             self._ex.finish(499, self._reply, error_class="client_error",
                             error_message="the response was closed before the stream was read")
         self._chunks.close()
-
-
-def _release(pool: Any, reply: Reply) -> None:
-    if reply.key is not None:
-        pool.end(reply.key)
-    reply.close()
 
 
 def _relay(pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> Iterator[bytes]:
@@ -130,5 +124,5 @@ def _relay(pool: Any, ex: Exchange, reply: Reply, framing: Framing) -> Iterator[
             raise StreamBroken(reason) from None
         return
     finally:
-        _release(pool, reply)
+        reply.release()
     ex.finish(reply.status, reply, tokens=tail.result())

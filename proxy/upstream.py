@@ -90,6 +90,25 @@ class Attempt:
                 "outcome": self.outcome, "reason": self.reason, "ms": self.ms}
 
 
+class Lease:
+    """A key's turn on one attempt: begun when the call goes out, ended exactly once.
+
+    The one owner of `pool.end`: a plain reply's lease ends as soon as its body is read,
+    a stream's when the relay finishes with it, however either ends.
+    """
+
+    __slots__ = ("_pool", "_key", "_ended")
+
+    def __init__(self, pool: KeyPool, key: KeyState, model: str) -> None:
+        self._pool, self._key, self._ended = pool, key, False
+        pool.begin(key, model)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._pool.end(self._key)
+
+
 @dataclass
 class Reply:
     """The answer to relay: status, headers and either a body or a chunk iterator."""
@@ -104,10 +123,17 @@ class Reply:
     ttfb: float | None = None  # seconds from start to the first upstream byte
     response: requests.Response | None = None
     data: Any = None  # the parsed body, when the call set expect_json and it passed
+    lease: Lease | None = None
 
     def close(self) -> None:
         if self.response is not None:
             self.response.close()
+
+    def release(self) -> None:
+        """Close the upstream response and give the key back (idempotent)."""
+        self.close()
+        if self.lease is not None:
+            self.lease.end()
 
 
 def filter_request_headers(headers: Any) -> dict[str, str]:
@@ -216,11 +242,12 @@ class Upstream:
         Every begin has its end, whatever raises. Only an open stream handed back to the
         caller keeps the key busy: relay_stream ends it when the stream ends.
         """
-        self.pool.begin(key, call.model)
+        lease = Lease(self.pool, key, call.model)
         reply: Reply | None = None
         handed_over = False
         try:
             reply = self._attempt(call, key, started)
+            reply.lease = lease
             if call.expect_json is not None and reply.chunks is None and reply.status < 300:
                 reply = _checked(reply, call.expect_json)
             self.pool.report(key, call.model, reply.outcome)
@@ -230,7 +257,7 @@ class Upstream:
             if not handed_over:
                 if reply is not None:
                     reply.close()
-                self.pool.end(key)
+                lease.end()
 
     def _attempt(self, call: Call, key: KeyState, started: float) -> Reply:
         """Send `call` on `key` and take in the answer, every Google key in it masked.

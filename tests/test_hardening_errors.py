@@ -23,7 +23,7 @@ from proxy.relay import Passthrough, relay_stream
 from proxy.store import db as store_db
 from proxy.store.util import next_pacific_midnight
 from proxy.translate.tools import TOO_DEEP, loads_strict
-from proxy.upstream import Reply
+from proxy.upstream import Lease, Reply
 
 NOW = 1_780_000_000.0
 MIDNIGHT = next_pacific_midnight(NOW)
@@ -392,11 +392,15 @@ def test_relay_stream_closed_before_iteration_ends_the_key_once():
     ended: list[Any] = []
 
     class Pool:
+        def begin(self, key: Any, model: str) -> None:
+            pass
+
         def end(self, key: Any) -> None:
             ended.append(key)
 
     key = KeyState(id=1, value="fake-key-0001", masked="fake…0001")
-    reply = Reply(200, [], chunks=iter([b"data: {}\n\n"]), key=key)
+    reply = Reply(200, [], chunks=iter([b"data: {}\n\n"]), key=key,
+                  lease=Lease(Pool(), key, "m"))  # type: ignore[arg-type]
     ex = Exchange(None, user=None, dialect="native", method="POST", path="/x")
     stream = relay_stream(Pool(), ex, reply, Passthrough(sse=True))
     stream.close()

@@ -29,7 +29,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "started_at", "ended_at", "user_id", "user_label", "dialect", "method", "path",
     "model", "key_id", "key_masked", "status", "attempts", "attempts_detail", "stream",
     "ttfb_ms", "duration_ms", "tokens_in", "tokens_out", "error_class", "error_message",
-    "worker_pid", "cost_usd",
+    "worker_pid", "cost_usd", "remote_addr", "presented_key",
 )
 
 # The counters 0001_initial created; frozen, later migrations add to STATS_COUNTERS.
@@ -187,10 +187,17 @@ def _worker_state(db: Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN state TEXT")
 
 
+def _client(db: Database) -> None:
+    """Add who sent a request: its address, and for a refused one the masked key it presented."""
+    db.execute("ALTER TABLE requests ADD COLUMN remote_addr TEXT")
+    db.execute("ALTER TABLE requests ADD COLUMN presented_key TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _initial),
     ("0002_cost", _cost),
     ("0003_worker_state", _worker_state),
+    ("0004_client", _client),
 ]
 
 

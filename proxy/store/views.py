@@ -64,7 +64,8 @@ class RequestFilter:
 
     keys and users are references (id, label, masked form or its last characters) resolved
     against the small keys/users tables, so the big table is searched by indexed id.
-    statuses are inclusive ranges; in_flight adds rows that have no status yet.
+    statuses are inclusive ranges; in_flight adds rows that have no status yet; refused keeps
+    the requests answered without any upstream attempt (wrong key, bad body, limits).
     """
 
     models: tuple[str, ...] = ()
@@ -73,6 +74,7 @@ class RequestFilter:
     statuses: tuple[StatusRange, ...] = ()
     in_flight: bool = False
     text: str = ""
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ def _request_where(db: Database, f: RequestFilter, *, status: bool = True) -> tu
         clause, more = _status_clause(f.statuses, f.in_flight)
         clauses.append(clause)
         params += more
+    if f.refused:
+        clauses.append("attempts = 0")
     if f.text:
         pattern = _like(f.text)
         clauses.append(
