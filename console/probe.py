@@ -8,7 +8,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from proxy.store.util import mask_key
+from proxy.outcomes import error_reasons, parse_error_body
+from proxy.redact import redact
 
 TIMEOUT = 10.0
 
@@ -52,7 +53,7 @@ def probe_key(upstream: str, value: str, *, timeout: float = TIMEOUT) -> ProbeRe
         summary = f"no answer from {upstream}: {reason}"
     ms = (time.monotonic() - t0) * 1000
     # An upstream that echoes the key back must not get it onto the screen.
-    summary = summary.replace(value, mask_key(value)) if value else summary
+    summary = redact(summary, [value])
     return ProbeResult(status, summary[:200], ms, time.time())
 
 
@@ -65,14 +66,10 @@ def _json(raw: bytes) -> object:
 
 def _error_summary(code: int, body: object) -> str:
     """Return "STATUS REASON: message" from a Google error body, or the bare HTTP status."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
+    error = parse_error_body(body)  # the proxy's own reader of Google's error bodies
+    if not error:
         return f"HTTP {code}"
-    reason = ""
-    for detail in error.get("details") or []:
-        if isinstance(detail, dict) and detail.get("reason"):
-            reason = str(detail["reason"])
-            break
+    reason = min(error_reasons(error), default="")
     head = " ".join(p for p in (str(error.get("status") or ""), reason) if p)
     message = " ".join(str(error.get("message") or "").split())
     return f"{head}: {message}" if head and message else head or message or f"HTTP {code}"

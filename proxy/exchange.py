@@ -6,13 +6,14 @@ import logging
 import os
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy import memory
+from proxy.store.schema import OUTCOMES
 from proxy.redact import redact
 
 if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent patches ssl
-    from proxy.pool import User
+    from proxy.pool import KeyPool, User
     from proxy.upstream import Reply
 
 log = logging.getLogger("proxy.request")
@@ -42,7 +43,7 @@ def claim_request_id() -> str:
     return slot["id"]
 
 
-_COUNTERS = {"ok", "rate_limited", "key_dead", "upstream_error", "client_error", "rejected"}
+_COUNTERS = frozenset(OUTCOMES)  # the stats_minute counters an error class can land in
 
 
 class Counters:
@@ -81,14 +82,22 @@ def _metrics() -> Any:
     return metrics
 
 
+class Recorder(Protocol):
+    """What an Exchange records through: the worker's state (proxy.app.ProxyState)."""
+
+    writer: Any  # proxy.store.Writer: queues rows and stats
+    pool: "KeyPool"  # counts tokens against user limits; knows the keys to mask
+    prices: Any  # proxy.prices.Prices: estimates cost
+    metrics_on: bool  # count in Prometheus too
+
+
 class Exchange:
     """Track one request; `finish()` queues its row and stats, and logs one line.
 
-    `sink` is the worker's state: its `writer` queues rows, `prices` estimates cost,
-    `metrics_on` says whether to count in Prometheus (None for a bare test).
+    `sink` is the worker's state, a Recorder (None for a bare test: nothing recorded).
     """
 
-    def __init__(self, sink: Any, *, user: "User | None", dialect: str, method: str, path: str,
+    def __init__(self, sink: Recorder | None, *, user: "User | None", dialect: str, method: str, path: str,
                  model: str = "", stream: bool = False, client: str | None = None,
                  presented: str | None = None) -> None:
         self.sink = sink
@@ -184,7 +193,7 @@ class Exchange:
                      f"{ttfb * 1000:.1f}ms" if ttfb is not None else "-", duration * 1000,
                      tin, tout, rate)
 
-    def _record(self, sink: Any, status: int, duration: float, key: Any, attempts: list,
+    def _record(self, sink: Recorder, status: int, duration: float, key: Any, attempts: list,
                 ttfb: float | None, tin: int, tout: int, cost: float, error_class: str | None,
                 error_message: str | None) -> None:
         writer, now = sink.writer, time.time()

@@ -76,7 +76,7 @@ def _details(error: dict[str, Any]) -> list[dict[str, Any]]:
     return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
 
 
-def _error_reasons(error: dict[str, Any]) -> set[str]:
+def error_reasons(error: dict[str, Any]) -> set[str]:
     return {str(d.get("reason")) for d in _details(error)
             if str(d.get("@type", "")).endswith("ErrorInfo") and d.get("reason")}
 
@@ -148,7 +148,7 @@ def cool_until(delay: float | None, now: float) -> float:
 
 
 def _is_key_problem(status: int, error: dict[str, Any]) -> bool:
-    reasons = _error_reasons(error)
+    reasons = error_reasons(error)
     if reasons & _DEAD_REASONS:
         return True
     message = str(error.get("message", ""))
@@ -180,7 +180,7 @@ def classify(status: int, body: bytes | str | dict | list | None, *, now: float,
         # Overload is the model's trouble, not the key's: no rest, only a score penalty.
         return Outcome(Kind.UPSTREAM, status, message)
     if _is_key_problem(status, error):
-        reasons = sorted(_error_reasons(error))
+        reasons = sorted(error_reasons(error))
         label = reasons[0] if reasons else (error.get("status") or f"HTTP {status}")
         return Outcome(Kind.KEY_DEAD, status, f"{label}: {message}")
     return Outcome(Kind.CLIENT, status, message)

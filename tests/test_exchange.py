@@ -28,3 +28,16 @@ def test_finish_is_idempotent():
     ex.finish(200)
     ex.finish(500)
     assert Counters.inflight == before - 1
+
+
+def test_every_error_class_lands_in_a_stats_counter():
+    """One list of counters (store/schema.OUTCOMES): every class the proxy records maps into it."""
+    from proxy.exchange import _counter
+    from proxy.outcomes import Kind
+    from proxy.store.schema import OUTCOMES
+
+    for kind in Kind:
+        assert _counter(kind.value) in OUTCOMES
+    assert _counter(Kind.RATE_DAY.value) == "rate_limited"
+    for refusal in ("unauthorized", "bad_request", "not_found", "user_limit", "rejected"):
+        assert _counter(refusal) == "rejected"

@@ -1,30 +1,39 @@
 """Remember which Google key owns an uploaded file or a cached content.
 
 A file uploaded with one key is invisible to the others, so later requests that name it must
-go out with the same key. The hot path reads pins from the pool view; these are for the
-writer and for tests.
+go out with the same key. The hot path reads pins from the pool view; the writer stores
+them with `write_pins`, the one place their SQL lives.
 """
 from __future__ import annotations
+
+import sqlite3
+from typing import Iterable
 
 from sqlite_utils import Database
 
 from .db import fetch_one, transaction
 from .util import now
 
+_SQL_UNPIN = "DELETE FROM pins WHERE name = ? AND key_id != ?"
+_SQL_PIN = "INSERT INTO pins (name, key_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING"
 
-def pin(db: Database, name: str, key_id: int, *, ts: float | None = None) -> None:
-    """Record that `name` (e.g. "files/abc123") belongs to key `key_id`.
+
+def write_pins(conn: sqlite3.Connection, pins: Iterable[tuple[str, int, float]]) -> None:
+    """Store (name, key_id, created_at) pins inside the caller's transaction.
 
     Pinning to a different key gives the pin a new seq, so pools that only fetch pins newer
     than the last seq they saw still learn about the change; re-pinning to the same key is a
     no-op.
     """
+    rows = list(pins)
+    conn.executemany(_SQL_UNPIN, [(name, key_id) for name, key_id, _ in rows])
+    conn.executemany(_SQL_PIN, rows)
+
+
+def pin(db: Database, name: str, key_id: int, *, ts: float | None = None) -> None:
+    """Record that `name` (e.g. "files/abc123") belongs to key `key_id` (see write_pins)."""
     with transaction(db):
-        db.execute("DELETE FROM pins WHERE name = ? AND key_id != ?", (name, key_id))
-        db.execute(
-            "INSERT INTO pins (name, key_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
-            (name, key_id, ts if ts is not None else now()),
-        )
+        write_pins(db.conn, [(name, key_id, ts if ts is not None else now())])
 
 
 def lookup(db: Database, name: str) -> int | None:

@@ -32,6 +32,7 @@ from sqlite_utils import Database
 
 from .. import __version__, realthread
 from .db import open_db
+from .pins import write_pins
 from .schema import OUTCOMES, REQUEST_COLUMNS, STATS_COUNTERS, migrate
 from .util import now
 
@@ -100,8 +101,6 @@ _SQL_EVENT = (
     "INSERT INTO events (ts, level, message, request_id, status, key_id, model) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_SQL_UNPIN = "DELETE FROM pins WHERE name = ? AND key_id != ?"
-_SQL_PIN = "INSERT INTO pins (name, key_id, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING"
 _SQL_WORKER = (
     "INSERT INTO workers (host, pid, started_at, last_seen, version, inflight, served, state) "
     "VALUES (:host, :pid, :started_at, :last_seen, :version, :inflight, :served, :state) "
@@ -613,8 +612,7 @@ class Writer:
         if events:
             conn.executemany(_SQL_EVENT, events)
         if pins:
-            conn.executemany(_SQL_UNPIN, [(name, key_id) for name, (key_id, _) in pins.items()])
-            conn.executemany(_SQL_PIN, [(name, key_id, ts) for name, (key_id, ts) in pins.items()])
+            write_pins(conn, [(name, key_id, ts) for name, (key_id, ts) in pins.items()])
 
     def _request_row(self, given: dict[str, Any]) -> dict[str, Any]:
         """Return a requests row with every column present, values ready for SQLite."""
