@@ -194,3 +194,31 @@ class Pane(Vertical):
                 if isinstance(b, Binding) and b not in out:
                     out.append(b)
         return out
+
+
+class Sorted:
+    """Sorting by column for a pane: `s` takes the next column, `r` reverses.
+
+    A pane sets the columns that sort descending first (SORT_DESCENDING), its starting
+    sort, and `_resort()`, which redraws its rows in the new order.
+    """
+
+    TABLE_COLUMNS: ClassVar[list[Column]]
+    SORT_DESCENDING: ClassVar[set[str]]
+    sort_column: str
+    descending: bool
+
+    def action_sort(self) -> None:
+        """Sort by the next column."""
+        names = [c.key for c in self.TABLE_COLUMNS]
+        self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
+        self.descending = self.sort_column in self.SORT_DESCENDING
+        self._resort()
+
+    def action_reverse(self) -> None:
+        """Reverse the sort."""
+        self.descending = not self.descending
+        self._resort()
+
+    def _resort(self) -> None:
+        raise NotImplementedError

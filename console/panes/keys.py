@@ -16,7 +16,7 @@ from ..fmt import ago, count, pct, span
 from ..modals import AddKeyScreen, CapScreen, ConfirmScreen
 from ..probe import ProbeResult
 from ..table import Cell, Column
-from .base import Job, Pane
+from .base import Job, Pane, Sorted
 
 COLUMNS = [
     Column("key", "key", 9),
@@ -105,11 +105,12 @@ def key_cells(k: dict[str, Any], now: float) -> tuple[Cell, ...]:
     )
 
 
-class KeysPane(Pane):
+class KeysPane(Sorted, Pane):
     """Show the pool; act on the key under the cursor."""
 
     TITLE = "Keys"
     TABLE_COLUMNS = COLUMNS
+    SORT_DESCENDING = DESCENDING
     NOTES = [
         "Keys see attempts: tries counts every upstream try made with the key, retries included",
         "(the Users pane counts requests). tries, tok: today, since midnight Pacific, when",
@@ -312,16 +313,6 @@ class KeysPane(Pane):
         self.probing.discard(key_id)
         self.probes[key_id] = result
         self.show_detail()
-
-    def action_sort(self) -> None:
-        names = [c.key for c in COLUMNS]
-        self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
-        self.descending = self.sort_column in DESCENDING
-        self._resort()
-
-    def action_reverse(self) -> None:
-        self.descending = not self.descending
-        self._resort()
 
     def _resort(self) -> None:
         self.table.mark_column(self.sort_column, "▼" if self.descending else "▲")

@@ -12,7 +12,7 @@ from proxy.store.views import LIST_LIMIT
 from ..filters import REQUEST_HINT
 from ..fmt import clock, count, ms, status_style
 from ..table import Cell, Column
-from .base import Job, Pane
+from .base import Job, Pane, Sorted
 
 COLUMNS = [
     Column("time", "time", 8),
@@ -126,11 +126,12 @@ def ordered(rows: list[Row], column: str, descending: bool) -> list[Row]:
     return live + rest
 
 
-class RequestsPane(Pane):
+class RequestsPane(Sorted, Pane):
     """Show the newest requests; enter opens one, `/` filters, `s` sorts, `p` pauses the tail."""
 
     TITLE = "Requests"
     TABLE_COLUMNS = COLUMNS
+    SORT_DESCENDING = DESCENDING
     FILTER_HINT = REQUEST_HINT
     NOTES = [
         "Filter words: model:NAME (as shown, e.g. 2.5-flash) key:LABEL|…TAIL|ID user:LABEL",
@@ -201,18 +202,6 @@ class RequestsPane(Pane):
         if self.table.row_count:
             self.table.move_cursor(row=0, animate=False)
         self.describe()
-
-    def action_sort(self) -> None:
-        """Sort by the next column."""
-        names = [c.key for c in COLUMNS]
-        self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
-        self.descending = self.sort_column in DESCENDING
-        self._resort()
-
-    def action_reverse(self) -> None:
-        """Reverse the sort."""
-        self.descending = not self.descending
-        self._resort()
 
     def _resort(self) -> None:
         default = self.sort_column == "time" and self.descending
