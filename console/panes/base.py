@@ -197,7 +197,7 @@ class Pane(Vertical):
 
 
 class Sorted:
-    """Sorting by column for a pane: `s` takes the next column, `r` reverses.
+    """Sorting by column for a pane: `s` takes the next column, `S` reverses.
 
     A pane sets the columns that sort descending first (SORT_DESCENDING), its starting
     sort, and `_resort()`, which redraws its rows in the new order.
