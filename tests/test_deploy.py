@@ -164,7 +164,25 @@ def test_proxy_unit_stops_gracefully_after_the_proxy_does() -> None:
     stop = timespan(one(PROXY_UNIT, "Service", "TimeoutStopSec"))
     # gunicorn gives requests GRACEFUL_TIMEOUT, then workers flush the writer: leave room.
     assert stop >= settings.graceful_timeout + 10, (stop, settings.graceful_timeout)
-    assert not values(PROXY_UNIT, "Service", "ExecReload"), "HUP would skip the migrations of serve"
+
+
+def test_proxy_unit_reloads_by_handing_over_to_a_new_master() -> None:
+    """`systemctl reload` runs the handover command on the main pid, from the same venv, with
+    a private runtime folder for the environment it passes on, within a start timeout that
+    covers the new master's start and the old one's drain."""
+    from proxy.serving.handover import main as handover_main
+
+    argv = exec_argv(PROXY_UNIT, "ExecReload")
+    assert argv[0] == str(Path(exec_argv(PROXY_UNIT)[0]).parent / "python")
+    assert argv[1:4] == ["-m", "proxy.serving.handover", "$MAINPID"]
+    with pytest.raises(SystemExit) as parsed:
+        handover_main(["--help"])
+    assert parsed.value.code == 0
+    assert one(PROXY_UNIT, "Service", "RuntimeDirectory") == "gemini-proxy"
+    assert one(PROXY_UNIT, "Service", "RuntimeDirectoryMode") == "0700"
+    assert one(PROXY_UNIT, "Service", "NotifyAccess") == "main", "the old master hands MAINPID= over"
+    start = timespan(one(PROXY_UNIT, "Service", "TimeoutStartSec"))
+    assert start >= Settings().graceful_timeout + 20, "the reload command's own limit must fit"
 
 
 def test_proxy_unit_readiness_matches_gunicorn() -> None:
@@ -618,5 +636,5 @@ def test_guide_installs_every_file_where_the_units_expect_it() -> None:
     assert f"PROXY_BIND={Settings().bind}" in guide
     for command in ("systemctl enable --now gemini-proxy", "systemctl enable --now traefik",
                     "curl -fsS http://127.0.0.1:5001/health", "journalctl -u gemini-proxy",
-                    "systemctl restart gemini-proxy", "sudo -u gemini-proxy", "127.0.0.1:5001"):
+                    "systemctl reload gemini-proxy", "sudo -u gemini-proxy", "127.0.0.1:5001"):
         assert command in guide, command

@@ -21,10 +21,14 @@ import os
 import re
 import shutil
 import signal
+import socket
+import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +37,7 @@ import requests
 import yaml
 
 from conftest import GOOGLE_KEYS, ROOT, USER_KEY, LiveProxy, free_port
+from proxy.serving import handover
 
 DEPLOY = ROOT / "systemd-services"
 STATIC = DEPLOY / "traefik" / "traefik.yml"
@@ -227,6 +232,141 @@ def generate(session: requests.Session, url: str, timeout: float = 30) -> reques
                         json={"contents": [{"parts": [{"text": "hi"}]}]}, timeout=timeout)
 
 
+@dataclass
+class Outcome:
+    kind: str
+    start: float
+    end: float
+    ok: bool
+    detail: str = ""
+
+
+class Traffic:
+    """Steady clients through an edge: unary calls and streams in loops, every outcome kept."""
+
+    def __init__(self, edge: Edge, *, unary: int = 2, streams: int = 2, chunks: int):
+        self.edge, self.chunks = edge, chunks
+        self.outcomes: list[Outcome] = []
+        self.changed = threading.Condition()
+        self.running = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, args=(self._unary,), daemon=True)
+                        for _ in range(unary)]
+        self.threads += [threading.Thread(target=self._loop, args=(self._stream,), daemon=True)
+                         for _ in range(streams)]
+
+    def __enter__(self) -> "Traffic":
+        self.running.set()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.running.clear()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def _loop(self, call: Callable[[requests.Session], tuple[str, bool, str]]) -> None:
+        with self.edge.session() as s:
+            while self.running.is_set():
+                start = time.time()
+                try:
+                    kind, ok, detail = call(s)
+                except requests.RequestException as exc:
+                    kind, ok, detail = "error", False, repr(exc)[:300]
+                with self.changed:
+                    self.outcomes.append(Outcome(kind, start, time.time(), ok, detail))
+                    self.changed.notify_all()
+                if self.running.is_set():
+                    time.sleep(0.02)  # steady traffic, not a flood: the machine is shared
+
+    def _unary(self, s: requests.Session) -> tuple[str, bool, str]:
+        r = generate(s, self.edge.url)
+        return "unary", r.status_code == 200 and "Echo: hi" in r.text, f"{r.status_code} {r.text[:200]}"
+
+    def _stream(self, s: requests.Session) -> tuple[str, bool, str]:
+        status, arrivals, body = stream(s, self.edge.url)
+        ok = status == 200 and len(arrivals) == self.chunks and bool(STOP.search(body))
+        return "stream", ok, f"{status} {len(arrivals)} chunks {body[-200:]!r}"
+
+    def successes(self, kind: str | None = None) -> int:
+        return sum(1 for o in self.outcomes if o.ok and kind in (None, o.kind))
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    def wait_for(self, more: int, kind: str | None = None, timeout: float = 30) -> None:
+        """Wait until `more` further requests (of `kind`) have succeeded."""
+        with self.changed:
+            target = self.successes(kind) + more
+            assert self.changed.wait_for(lambda: self.successes(kind) >= target, timeout), \
+                f"traffic stalled: {self.failures()[-5:]}"
+
+
+# --- processes ----------------------------------------------------------------------------
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def requests_served(proxy: LiveProxy) -> float:
+    """The proxy's own count of answered requests (its /metrics, called directly on loopback)."""
+    text = requests.get(proxy.url + "/metrics", timeout=5).text
+    return sum(float(v) for v in re.findall(r"^gemini_proxy_requests_total\{.*\} (\S+)$", text, re.M))
+
+
+def stop_pid(pid: int) -> None:
+    """Stop a master this test did not start itself (a new master after a handover)."""
+    if handover.alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not handover.alive(pid), 30, f"process {pid} to stop")
+
+
+class NotifySocket:
+    """A stand-in for systemd's notification socket: each message with its sender's pid."""
+
+    def __init__(self) -> None:
+        self.name = f"@gemini-proxy-test-{os.getpid()}-{free_port()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, int, str]] = []
+        self.open = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        ucred = struct.calcsize("3i")
+        while self.open:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(ucred))
+            except (socket.timeout, OSError):
+                continue
+            pid = next((struct.unpack("3i", d[:ucred])[0] for level, kind, d in ancillary
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), 0)
+            self.messages.append((time.time(), pid, data.decode()))
+
+    def find(self, prefix: str) -> list[tuple[float, int, str]]:
+        return [m for m in self.messages if m[2].startswith(prefix)]
+
+    def close(self) -> None:
+        self.open = False
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def reload_command(proxy: LiveProxy, **env: str) -> subprocess.CompletedProcess:
+    """What `systemctl reload` runs (the unit's ExecReload=), with the service's environment."""
+    return subprocess.run([sys.executable, "-m", "proxy.serving.handover", str(proxy.proc.pid)],
+                          env={**proxy.env, **env}, capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+
+
 # --- the public entry point ---------------------------------------------------------------
 
 METRICS_TOKEN = "test-metrics-token-0001"
@@ -354,3 +494,105 @@ def test_a_generation_longer_than_60_seconds_completes(fake, tmp_path, live_fact
     assert code == 200 and "Echo: hi" in text and took > seconds - 1, (code, text[:300], took, wait_edge.logs())
     code, text, took = results["upload"]
     assert code == 200 and '"totalTokens"' in text and took > seconds - 1, (code, text[:300], took)
+
+
+# --- upgrades on one host -----------------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_an_upgrade_under_traffic_costs_clients_nothing(fake, tmp_path, live_factory, edge_factory) -> None:
+    """`systemctl reload` (the handover) under steady traffic through Traefik: a new master
+    from the installed code and today's settings takes over on the same socket, streams in
+    flight on the old workers finish, and not one client request fails."""
+    chunks = 8
+    fake.configure(chunk_delay_ms=250, chunks=chunks)
+    notify = NotifySocket()
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    proxy = live_factory(workers=2, NOTIFY_SOCKET=notify.name, RUNTIME_DIRECTORY=str(runtime),
+                         METRICS_TOKEN="token-before")
+    old = proxy.proc.pid
+    new = None
+    try:
+        wait_until(lambda: notify.find("READY=1"), 10, "READY=1 from the master")
+        edge = edge_factory([proxy.url])
+        with Traffic(edge, chunks=chunks) as traffic:
+            traffic.wait_for(10)
+            traffic.wait_for(1, kind="stream")
+            done = reload_command(proxy, METRICS_TOKEN="token-after")
+            assert done.returncode == 0, (done.stdout, done.stderr, proxy.logs()[-3000:])
+            new = int(re.search(r"master (\d+) serves", done.stdout).group(1))
+            assert proxy.proc.wait(timeout=5) == 0  # the old master has finished and left
+            traffic.wait_for(20)
+            traffic.wait_for(2, kind="stream")
+        failures = traffic.failures()
+        assert not failures, f"{len(failures)} client errors, e.g. {failures[:5]}\n{proxy.logs()[-3000:]}"
+
+        # The old master named the new one systemd's main process; the new one sent nothing
+        # while it was not (NotifyAccess=main would refuse it, and log it).
+        handed = notify.find("MAINPID=")
+        assert [(pid, text) for _, pid, text in handed] == [(old, f"MAINPID={new}")], notify.messages
+        assert len(notify.find("READY=1")) == 1, notify.messages
+        # Streams that were flowing on the old workers when it handed over completed.
+        moment = handed[0][0]
+        spanning = [o for o in traffic.outcomes if o.kind == "stream" and o.start < moment - 0.1 < moment + 0.1 < o.end]
+        assert spanning and all(o.ok for o in spanning), spanning
+
+        # Today's settings: the new master read the environment the reload command had.
+        url = proxy.url + "/metrics"
+        forwarded = {"X-Forwarded-For": "192.0.2.1"}
+        assert requests.get(url, headers={**forwarded, "Authorization": "Bearer token-after"}).status_code == 200
+        assert requests.get(url, headers={**forwarded, "Authorization": "Bearer token-before"}).status_code == 403
+        # Its metrics folder survived the old master's exit, and counts what it serves.
+        assert requests_served(proxy) > 0
+        # Rows of requests the old workers were serving were theirs to finish, not "interrupted".
+        with sqlite3.connect(f"file:{proxy.db}?mode=ro", uri=True) as db:
+            assert db.execute("SELECT count(*) FROM requests WHERE error_class = 'interrupted'").fetchone()[0] == 0
+        assert not list(runtime.iterdir()), "the environment handed over must not stay on disk"
+    finally:
+        if new is None and handover.alive(old):
+            new = handover.new_master_of(old)
+        if new:
+            stop_pid(new)
+        notify.close()
+
+
+def test_hup_upgrades_like_usr2(fake, live_factory) -> None:
+    """gunicorn's own HUP would fork workers from the master's memory (old code mixed with
+    new); here it starts a new master from the installed code, which takes over."""
+    proxy = live_factory()
+    old = proxy.proc.pid
+    os.kill(old, signal.SIGHUP)
+    new = wait_until(lambda: handover.new_master_of(old), 15, "a new master")
+    try:
+        assert proxy.proc.wait(timeout=30) == 0, proxy.logs()[-3000:]
+        assert requests.get(proxy.url + "/health", timeout=5).status_code == 200
+        assert handover.alive(new)
+    finally:
+        stop_pid(new)
+
+
+def test_a_failed_upgrade_leaves_the_old_version_serving(fake, tmp_path, live_factory) -> None:
+    """A new master that cannot start (here: the reload's settings give it a database path
+    that cannot be a file) exits; the reload command says so and fails, and the running
+    master keeps serving."""
+    proxy = live_factory(RUNTIME_DIRECTORY=str(tmp_path))
+    try:
+        done = reload_command(proxy, PROXY_DB="/dev/null/keys.db")
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "keeps serving" in done.stderr, done.stderr
+        assert "cannot open database /dev/null/keys.db" in proxy.logs()
+        assert proxy.proc.poll() is None
+        assert generate(requests.Session(), proxy.url).status_code == 200
+    finally:
+        new = handover.new_master_of(proxy.proc.pid)
+        if new:
+            stop_pid(new)
+
+
+def test_a_broken_setting_stops_the_reload_before_it_starts(fake, live_factory) -> None:
+    proxy = live_factory()
+    done = reload_command(proxy, PROXY_WORKERS="many")
+    assert done.returncode == 1 and "PROXY_WORKERS='many' is not valid" in done.stderr, done.stderr
+    assert "keeps serving" in done.stderr
+    assert handover.new_master_of(proxy.proc.pid) is None
+    assert requests.get(proxy.url + "/health", timeout=5).status_code == 200
