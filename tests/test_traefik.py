@@ -38,11 +38,13 @@ import yaml
 
 from conftest import GOOGLE_KEYS, ROOT, USER_KEY, LiveProxy, free_port
 from proxy.serving import handover
+from test_deploy import go_duration
 
 DEPLOY = ROOT / "systemd-services"
 STATIC = DEPLOY / "traefik" / "traefik.yml"
 DYNAMIC_DIR = DEPLOY / "traefik" / "dynamic"
 ONE_HOST = DYNAMIC_DIR / "gemini-proxy.yml"
+TWO_HOSTS = DYNAMIC_DIR / "gemini-proxy-two-hosts.yml"
 REQUIRE_ENV = "REQUIRE_TRAEFIK"
 
 MODEL = "/v1beta/models/gemini-2.5-flash"
@@ -390,7 +392,16 @@ def one_host(traefik: str, tmp_path_factory, shared_proxy: LiveProxy):
     edge.stop()
 
 
-@pytest.mark.parametrize("config", ["one_host"])
+@pytest.fixture(scope="module")
+def two_hosts(traefik: str, tmp_path_factory, shared_proxy: LiveProxy):
+    """The two-hosts configuration, both servers the one proxy (what matters here is the path)."""
+    edge = Edge(traefik, tmp_path_factory.mktemp("two-hosts"), [shared_proxy.url] * 2,
+                dynamic_file=TWO_HOSTS).start()
+    yield edge
+    edge.stop()
+
+
+@pytest.mark.parametrize("config", ["one_host", "two_hosts"])
 @pytest.mark.parametrize("sse", [True, False], ids=["sse", "json-array"])
 def test_a_stream_arrives_chunk_by_chunk(request, fake, config: str, sse: bool) -> None:
     """Traefik passes each chunk on as the upstream sends it: nothing buffers the stream."""
@@ -596,3 +607,44 @@ def test_a_broken_setting_stops_the_reload_before_it_starts(fake, live_factory) 
     assert "keeps serving" in done.stderr
     assert handover.new_master_of(proxy.proc.pid) is None
     assert requests.get(proxy.url + "/health", timeout=5).status_code == 200
+
+
+# --- several hosts ------------------------------------------------------------------------
+
+def health_check_seconds() -> float:
+    """The shipped two-hosts health check's interval plus timeout: how long a stopping host
+    must fail /ready before Traefik has surely taken it out."""
+    check = yaml.safe_load(TWO_HOSTS.read_text())["http"]["services"]["gemini-proxy"]["loadBalancer"]["healthCheck"]
+    return go_duration(check["interval"]) + go_duration(check["timeout"])
+
+
+@pytest.mark.timeout(120)
+def test_a_host_stopping_under_traffic_costs_clients_nothing(fake, tmp_path, live_factory, edge_factory) -> None:
+    """Two hosts behind the two-hosts configuration; one gets SIGTERM under steady traffic
+    (streams included), then starts again. No client sees an error: the stopping host fails
+    /ready while it still serves (STOP_UNREADY_SECONDS), Traefik's health check takes it out,
+    then it finishes what it has. Once started and ready again it takes traffic again."""
+    chunks = 6
+    fake.configure(chunk_delay_ms=150, chunks=chunks)
+    unready = str(health_check_seconds())
+    first = live_factory(PROXY_DB=str(tmp_path / "first.db"), STOP_UNREADY_SECONDS=unready)
+    second = live_factory(PROXY_DB=str(tmp_path / "second.db"), STOP_UNREADY_SECONDS=unready)
+    edge = edge_factory([first.url, second.url], dynamic_file=TWO_HOSTS)
+    with Traffic(edge, chunks=chunks) as traffic:
+        traffic.wait_for(10)
+        wait_until(lambda: requests_served(first) > 0 and requests_served(second) > 0, 15,
+                   "both hosts to serve")
+        assert first.stop() == 0, first.logs()[-3000:]
+        traffic.wait_for(20)
+        traffic.wait_for(2, kind="stream")
+        first.start()
+        assert requests.get(first.url + "/ready", timeout=5).status_code == 200
+        served = requests_served(first)
+        wait_until(lambda: requests_served(first) > served + 5, 20, "the restarted host to take traffic")
+        traffic.wait_for(5)
+    failures = traffic.failures()
+    assert not failures, f"{len(failures)} client errors, e.g. {failures[:5]}\n{edge.logs()}"
+    assert "Stopping in" in first.logs()
+    for proxy in (first, second):  # a second SIGTERM skips the wait: no traffic left to protect
+        proxy.proc.send_signal(signal.SIGTERM)
+        proxy.stop()

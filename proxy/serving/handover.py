@@ -85,7 +85,10 @@ def new_master_environment(requested: Mapping[str, str], running: Mapping[str, s
 
 
 class HandoverArbiter(Arbiter):
-    """gunicorn's arbiter, with the handover described in this module."""
+    """gunicorn's arbiter, with the handover described in this module and a stop that can
+    first make /ready fail (STOP_UNREADY_SECONDS)."""
+
+    stop_at: float | None = None  # when a stop that waits for STOP_UNREADY_SECONDS goes on
 
     def start(self) -> None:
         if inherited():
@@ -111,6 +114,23 @@ class HandoverArbiter(Arbiter):
             super().reexec()  # the child execs the new master with it; this process goes on
         finally:
             self.cfg.env_orig = running
+
+    def handle_term(self) -> None:
+        """SIGTERM: stop gracefully. With STOP_UNREADY_SECONDS, go on serving that long first
+        while /ready answers 503, so a load balancer's health check takes this host out before
+        it stops accepting. A second SIGTERM stops at once."""
+        settings = getattr(self.app, "settings", None)
+        delay = settings.stop_unready if settings is not None else 0.0
+        if delay <= 0 or self.stop_at is not None:
+            raise StopIteration
+        self.log.info("Stopping in %.1fs; /ready answers 503 until then", delay)
+        self.stop_at = time.monotonic() + delay
+        self.kill_workers(signal.SIGUSR2)
+
+    def maybe_promote_master(self) -> None:
+        super().maybe_promote_master()
+        if self.stop_at is not None and time.monotonic() >= self.stop_at:
+            raise StopIteration  # the main loop's handler stops gracefully
 
     def handle_hup(self) -> None:
         self.log.info("Hang up: starting a new master from the installed code (as on USR2)")
