@@ -159,6 +159,9 @@ class Settings:
                                      "How often the writer commits a batch.")
     graceful_timeout: float = setting("GRACEFUL_TIMEOUT", _positive(float), 30.0,
                                       "Seconds in-flight requests get to finish on stop.")
+    stop_unready: float = setting("STOP_UNREADY_SECONDS", _non_negative(float), 0.0,
+                                  "On stop, seconds to go on serving while /ready answers 503 (behind "
+                                  "a load balancer that health-checks /ready).")
     demo: bool = setting("PROXY_DEMO", _bool, False, "Set by `gemini-proxy demo`.")
 
     @property

@@ -27,6 +27,10 @@ BACKUP_TIMER = "gemini-proxy-backup.timer"
 UNITS = [PROXY_UNIT, TRAEFIK_UNIT, BACKUP_UNIT, BACKUP_TIMER]
 STATIC = DEPLOY / "traefik" / "traefik.yml"
 DYNAMIC_DIR = DEPLOY / "traefik" / "dynamic"
+ONE_HOST = DYNAMIC_DIR / "gemini-proxy.yml"
+# Installed instead of the one-host file (the same names), never beside it.
+TWO_HOSTS = DYNAMIC_DIR / "gemini-proxy-two-hosts.yml"
+DYNAMIC_FILES = [ONE_HOST, TWO_HOSTS]
 INSTALL = DEPLOY / "INSTALL.md"
 
 # Highest acceptable `systemd-analyze security` exposure (0 = locked down, 10 = exposed).
@@ -162,9 +166,28 @@ def test_proxy_unit_stops_gracefully_after_the_proxy_does() -> None:
     assert one(PROXY_UNIT, "Service", "KillSignal") == "SIGTERM"
     assert one(PROXY_UNIT, "Service", "KillMode") == "mixed"
     stop = timespan(one(PROXY_UNIT, "Service", "TimeoutStopSec"))
-    # gunicorn gives requests GRACEFUL_TIMEOUT, then workers flush the writer: leave room.
-    assert stop >= settings.graceful_timeout + 10, (stop, settings.graceful_timeout)
-    assert not values(PROXY_UNIT, "Service", "ExecReload"), "HUP would skip the migrations of serve"
+    # gunicorn gives requests GRACEFUL_TIMEOUT, then workers flush the writer: leave room, also
+    # for the STOP_UNREADY_SECONDS INSTALL.md recommends with several hosts.
+    assert stop >= settings.graceful_timeout + recommended_stop_unready() + 10, (stop, settings.graceful_timeout)
+
+
+def test_proxy_unit_reloads_by_handing_over_to_a_new_master() -> None:
+    """`systemctl reload` runs the handover command on the main pid, from the same venv, with
+    a private runtime folder for the environment it passes on, within a start timeout that
+    covers the new master's start and the old one's drain."""
+    from proxy.serving.handover import main as handover_main
+
+    argv = exec_argv(PROXY_UNIT, "ExecReload")
+    assert argv[0] == str(Path(exec_argv(PROXY_UNIT)[0]).parent / "python")
+    assert argv[1:4] == ["-m", "proxy.serving.handover", "$MAINPID"]
+    with pytest.raises(SystemExit) as parsed:
+        handover_main(["--help"])
+    assert parsed.value.code == 0
+    assert one(PROXY_UNIT, "Service", "RuntimeDirectory") == "gemini-proxy"
+    assert one(PROXY_UNIT, "Service", "RuntimeDirectoryMode") == "0700"
+    assert one(PROXY_UNIT, "Service", "NotifyAccess") == "main", "the old master hands MAINPID= over"
+    start = timespan(one(PROXY_UNIT, "Service", "TimeoutStartSec"))
+    assert start >= Settings().graceful_timeout + 20, "the reload command's own limit must fit"
 
 
 def test_proxy_unit_readiness_matches_gunicorn() -> None:
@@ -325,21 +348,16 @@ def static_config() -> dict[str, Any]:
 
 
 def dynamic_configs() -> list[dict[str, Any]]:
-    return [_load_yaml(p) for p in sorted(DYNAMIC_DIR.glob("*.y*ml"))]
+    return [_load_yaml(p) for p in DYNAMIC_FILES]
 
 
-def dynamic_http() -> dict[str, dict[str, Any]]:
-    merged: dict[str, dict[str, Any]] = {}
-    for doc in dynamic_configs():
-        for kind, items in (doc.get("http") or {}).items():
-            for name, item in (items or {}).items():
-                assert name not in merged.setdefault(kind, {}), f"{kind} {name} defined twice"
-                merged[kind][name] = item
-    return merged
+def dynamic_http(path: Path = ONE_HOST) -> dict[str, dict[str, Any]]:
+    """The http section of one dynamic file: each is a whole configuration on its own."""
+    return _load_yaml(path)["http"]
 
 
-def public_routers() -> dict[str, dict[str, Any]]:
-    routers = dynamic_http()["routers"]
+def public_routers(path: Path = ONE_HOST) -> dict[str, dict[str, Any]]:
+    routers = dynamic_http(path)["routers"]
     public = {n: r for n, r in routers.items() if "websecure" in r.get("entryPoints", ["websecure"])}
     assert public, "no router on the websecure entry point"
     return public
@@ -471,7 +489,8 @@ def test_forwarded_headers_come_from_a_peer_the_proxy_trusts() -> None:
     assert not {"0.0.0.0/0", "::/0"} & set(forwarded.get("trustedIPs") or [])
 
 
-def test_public_router_serves_the_api_and_not_the_internal_routes(app) -> None:
+@pytest.mark.parametrize("config_file", DYNAMIC_FILES, ids=lambda p: p.name)
+def test_public_router_serves_the_api_and_not_the_internal_routes(app, config_file: Path) -> None:
     """Every route of the proxy is public except /metrics and /ready, which Prometheus and
     health checks reach on loopback; checked against the app's real URL map."""
     internal = {"/metrics", "/ready"}
@@ -481,7 +500,7 @@ def test_public_router_serves_the_api_and_not_the_internal_routes(app) -> None:
         samples.append(path)
     samples += ["/metrics", "/metrics/", "/ready", "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
                 "/upload/v1beta/files", "/v1/chat/completions", "/openai/v1/chat/completions"]
-    for name, router in public_routers().items():
+    for name, router in public_routers(config_file).items():
         rule = Rule(router["rule"])
         for path in samples:
             public = rule.matches("gemini.example.com", path)
@@ -492,10 +511,11 @@ def test_public_router_serves_the_api_and_not_the_internal_routes(app) -> None:
         assert not rule.matches("other.example.com", "/v1beta/models"), "rule must pin the host"
 
 
-def test_tls_uses_the_resolver_of_the_static_config() -> None:
+@pytest.mark.parametrize("path", DYNAMIC_FILES, ids=lambda p: p.name)
+def test_tls_uses_the_resolver_of_the_static_config(path: Path) -> None:
     static = static_config()
     resolvers = static["certificatesResolvers"]
-    for name, router in public_routers().items():
+    for name, router in public_routers(path).items():
         resolver = router["tls"]["certResolver"]
         assert resolver in resolvers, name
         acme = resolvers[resolver]["acme"]
@@ -524,28 +544,37 @@ def _walk(node: Any):
             yield from _walk(item)
 
 
-def test_streams_are_not_buffered() -> None:
-    for doc in [static_config(), *dynamic_configs()]:
+# Middlewares that may sit on the streaming path: retry replays only requests that reached no
+# server and passes responses through as they come (tests/test_traefik.py streams through it).
+STREAM_SAFE_MIDDLEWARES = {"retry"}
+
+
+@pytest.mark.parametrize("path", DYNAMIC_FILES, ids=lambda p: p.name)
+def test_streams_are_not_buffered(path: Path) -> None:
+    for doc in [static_config(), _load_yaml(path)]:
         keys = {k for k, _ in _walk(doc)}
         assert "buffering" not in keys, "the buffering middleware holds streams back"
         assert "compress" not in keys, "the compress middleware batches streamed chunks"
-    http = dynamic_http()
-    for router in public_routers().values():
-        assert not router.get("middlewares"), "no middleware may sit on the streaming path"
+    http = dynamic_http(path)
+    for router in public_routers(path).values():
+        for name in router.get("middlewares", []):
+            kinds = set(http["middlewares"][name.split("@")[0]])
+            assert kinds <= STREAM_SAFE_MIDDLEWARES, f"middleware {name} ({kinds}) may hold streams back"
         service = http["services"][router["service"].split("@")[0]]
         flush = (service["loadBalancer"].get("responseForwarding") or {}).get("flushInterval")
         assert flush is not None and go_duration(flush) <= 0.1, flush
 
 
-def test_timeouts_fit_long_generations_and_the_proxy_keepalive() -> None:
+@pytest.mark.parametrize("path", DYNAMIC_FILES, ids=lambda p: p.name)
+def test_timeouts_fit_long_generations_and_the_proxy_keepalive(path: Path) -> None:
     settings = Settings()
     keepalive = gunicorn_options(settings)["keepalive"]
     responding = static_config()["entryPoints"]["websecure"]["transport"]["respondingTimeouts"]
     for key in ("readTimeout", "writeTimeout"):
         value = go_duration(responding[key])
         assert value == 0 or value >= settings.read_timeout, (key, value)
-    http = dynamic_http()
-    for router in public_routers().values():
+    http = dynamic_http(path)
+    for router in public_routers(path).values():
         service = http["services"][router["service"].split("@")[0]]["loadBalancer"]
         transport = http["serversTransports"][service["serversTransport"].split("@")[0]]
         forwarding = transport["forwardingTimeouts"]
@@ -555,6 +584,42 @@ def test_timeouts_fit_long_generations_and_the_proxy_keepalive() -> None:
         assert header == 0 or header >= settings.read_timeout
     grace = go_duration(static_config()["entryPoints"]["websecure"]["transport"]["lifeCycle"]["graceTimeOut"])
     assert timespan(one(TRAEFIK_UNIT, "Service", "TimeoutStopSec")) > grace
+
+
+def _without(doc: Any, drop: set[str]) -> Any:
+    """`doc` without the keys named in `drop`, at any depth."""
+    if isinstance(doc, dict):
+        return {k: _without(v, drop) for k, v in doc.items() if k not in drop}
+    if isinstance(doc, list):
+        return [_without(v, drop) for v in doc]
+    return doc
+
+
+def recommended_stop_unready() -> float:
+    """The STOP_UNREADY_SECONDS INSTALL.md recommends for several hosts."""
+    m = re.search(r"^STOP_UNREADY_SECONDS=(\d+(?:\.\d+)?)$", INSTALL.read_text(), re.M)
+    assert m, "INSTALL.md must say which STOP_UNREADY_SECONDS to set with several hosts"
+    return float(m.group(1))
+
+
+def test_two_hosts_file_is_the_one_host_file_with_health_checks_and_retries() -> None:
+    """Everything but the servers, the health check and the retry middleware is the one-host
+    file's, so what tests/test_traefik.py proves of one holds for the other."""
+    one, two = _load_yaml(ONE_HOST), _load_yaml(TWO_HOSTS)
+    extras = {"servers", "healthCheck", "middlewares"}
+    assert _without(two, extras) == _without(one, extras)
+    assert set(two["http"]) - {"middlewares"} == set(one["http"])
+    for service in two["http"]["services"].values():
+        balancer = service["loadBalancer"]
+        assert len(balancer["servers"]) == 2
+        assert "sticky" not in balancer, "no sticky sessions: either host serves any request"
+        check = balancer["healthCheck"]
+        assert check["path"] == "/ready", "Traefik must take out a host that is not ready or stopping"
+        detect = go_duration(check["interval"]) + go_duration(check["timeout"])
+        assert detect <= recommended_stop_unready(), "a stopping host must fail /ready until Traefik noticed"
+    for router in two["http"]["routers"].values():
+        for name in router.get("middlewares", []):
+            assert set(two["http"]["middlewares"][name]) == {"retry"}
 
 
 def test_static_config_keeps_internals_closed() -> None:
@@ -573,7 +638,8 @@ def test_file_provider_reads_the_dynamic_directory_of_this_repository() -> None:
     assert list(DYNAMIC_DIR.glob("*.yml")), "no dynamic configuration to install"
     guide = INSTALL.read_text()
     assert str(directory) in guide
-    for path in DYNAMIC_DIR.glob("*.yml"):
+    assert sorted(DYNAMIC_DIR.glob("*.y*ml")) == sorted(DYNAMIC_FILES), "a new file: check it here too"
+    for path in DYNAMIC_FILES:
         assert f"systemd-services/traefik/dynamic/{path.name}" in guide
 
 
@@ -618,5 +684,5 @@ def test_guide_installs_every_file_where_the_units_expect_it() -> None:
     assert f"PROXY_BIND={Settings().bind}" in guide
     for command in ("systemctl enable --now gemini-proxy", "systemctl enable --now traefik",
                     "curl -fsS http://127.0.0.1:5001/health", "journalctl -u gemini-proxy",
-                    "systemctl restart gemini-proxy", "sudo -u gemini-proxy", "127.0.0.1:5001"):
+                    "systemctl reload gemini-proxy", "sudo -u gemini-proxy", "127.0.0.1:5001"):
         assert command in guide, command

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from proxy import __version__
+from proxy.exchange import Counters
 
 bp = Blueprint("ops", __name__)
 WRITER_STALL = 10.0  # seconds without a committed batch while work waits: not ready
@@ -21,12 +22,14 @@ def health() -> ResponseReturnValue:
 
 @bp.get("/ready")
 def ready() -> ResponseReturnValue:
-    """Ready when the writer is committing and at least one key is usable (else 503 + reason)."""
+    """Ready when not stopping, the writer is committing and a key is usable (else 503 + reason)."""
     st = current_app.extensions["proxy"]
     keys = st.pool.summary()
     writer = st.writer
     problem = None
-    if not writer.alive:
+    if Counters.stopping:  # a load balancer takes this host out before it stops accepting
+        problem = "the proxy is stopping"
+    elif not writer.alive:
         problem = "the database writer has stopped"
     elif writer.failing:
         problem = f"the database is not writable: {writer.last_error}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from proxy.serving.handover import announce_ready
 from proxy.settings import Settings, load_settings
 
 
@@ -24,6 +25,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "loglevel": settings.log_level.lower(),
         "proc_name": "gemini-proxy",
         "control_socket_disable": True,  # no socket in $HOME: systemd's ProtectHome forbids it
+        "post_worker_init": announce_ready,  # a reload: the old master hands over once we serve
         "worker_exit": worker_exit,
         "child_exit": child_exit,
         "forwarded_allow_ips": ",".join(n.split("/")[0] for n in settings.trusted_proxies),

@@ -13,7 +13,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from proxy import __version__
-from proxy.serving import multiproc
+from proxy.serving import handover, multiproc
 from proxy.bootstrap import prepare_database
 from proxy.serving.gunicorn_conf import options
 from proxy.settings import Settings
@@ -38,6 +38,15 @@ class ProxyServer(BaseApplication):
         from proxy.app import create_app
 
         return create_app(self.settings)
+
+    def run(self) -> None:
+        # gunicorn's own run(), with the arbiter that upgrades by handing over (see handover)
+        try:
+            handover.HandoverArbiter(self).run()
+        except RuntimeError as exc:
+            print(f"\nError: {exc}\n", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(1)
 
 
 def close_interrupted(db_path: str, worker_pid: int | None = None) -> int:
@@ -102,13 +111,15 @@ def serve(settings: Settings) -> int:
     if problem:
         print(f"gemini-proxy: {problem}", file=sys.stderr)
         return 1
+    taking_over = handover.inherited()  # a reload: the old master's workers still serve
     try:
         prepare_database(settings)
         if not settings.demo:  # a real start never keeps the demo's public user key
             from proxy.cli.demo import retire_leftovers
 
             retire_leftovers(settings.db_path)
-        interrupted = close_interrupted(settings.db_path)
+        # The rows in flight are the old workers' own on a reload; they close them as they finish.
+        interrupted = 0 if taking_over else close_interrupted(settings.db_path)
         pool = census(settings.db_path)
     except Exception as exc:  # a clear line, not a traceback: the folder or file is the problem
         print(f"gemini-proxy: cannot open database {settings.db_path}: {exc}", file=sys.stderr)
@@ -133,11 +144,10 @@ def serve(settings: Settings) -> int:
     if not _is_loopback(settings.bind):
         print(f"gemini-proxy: listening on {settings.bind}, not loopback: put Traefik or a "
               "firewall in front of it", file=sys.stderr)
-    created = not os.environ.get(multiproc.MULTIPROC_ENV)
-    folder = multiproc.prepare()  # before any worker imports prometheus_client
+    folder, made = multiproc.prepare(taking_over)  # before any worker imports prometheus_client
     try:
         ProxyServer(settings).run()
     finally:
-        if created:
+        if made:
             shutil.rmtree(folder, ignore_errors=True)
     return 0

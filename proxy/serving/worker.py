@@ -15,10 +15,14 @@ keep-alive connection (Traefik keeps many) ends only at its keep-alive timeout, 
 would sit out the whole graceful timeout and the arbiter would then SIGKILL the worker,
 possibly before the writer flushed. Here, once the requests in flight (streams included)
 are done, idle connections are shut for reading, which ends them at once.
+
+SIGUSR2 from the master (a stop with STOP_UNREADY_SECONDS) only marks the worker as stopping:
+/ready answers 503 while requests are still served, until the master's SIGTERM follows.
 """
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from typing import Any
@@ -169,6 +173,14 @@ class ProxyWorker(GeventWorker):
             super().handle(listener, client, addr)
         finally:
             self.connections.discard(client)
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # The master is about to stop (STOP_UNREADY_SECONDS): /ready answers 503 from now on.
+        signal.signal(signal.SIGUSR2, self.handle_unready)
+
+    def handle_unready(self, sig: int, frame: Any) -> None:
+        Counters.stopping = True
 
     def run(self) -> None:
         gevent.spawn(self._drain_on_quit)
