@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import time
 from pathlib import Path
@@ -619,8 +620,9 @@ def test_header_rate_is_over_the_last_ten_seconds(db_path):
     async def go():
         app = ConsoleApp(db_path, refresh=0.2)
         async with app.run_test(size=SIZE) as pilot:
-            # 24 requests a second ago (and one in flight): 2.5 req/s over 10 s, not 0.4 over 60.
-            await until(pilot, lambda: "2.5 req/s (10s)" in status_text(app))
+            # 24 requests a second ago (and one in flight): 2.4-2.5 req/s over 10 s, not 0.4
+            # over 60 (the in-flight one, 3 s old, leaves the window on a slow start).
+            await until(pilot, lambda: re.search(r"2\.[45] req/s \(10s\)", status_text(app)))
     run(go)
 
 
