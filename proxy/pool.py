@@ -42,6 +42,7 @@ from proxy import realthread
 from proxy.errors import QUOTA_KINDS, QUOTA_NAMES, Kind, Outcome
 from proxy.exchange import current_request_id
 from proxy.redact import redact
+from proxy.store.limits import Limit, held_by_pair, in_force
 from proxy.store.usage import SLOT, WINDOW, in_window
 from proxy.store.util import next_pacific_midnight, pacific_day
 
@@ -103,15 +104,6 @@ class KeyState:
         if not self.window or self.window[-1][0] != minute:
             self.window.append([minute, 0, 0])
         self.window[-1][1 if ok else 2] += 1
-
-
-@dataclass(frozen=True)
-class Limit:
-    """A quota limit of one (key, model): learned from a 429, or set by the operator."""
-
-    value: int
-    source: str = "learned"  # or "operator"
-    at: float = 0.0  # when it was learned or set
 
 
 class Usage:
@@ -454,11 +446,7 @@ class KeyPool:
 
     def _apply_limits(self, rows: list[dict[str, Any]], touched: set[int], full: bool,
                       now: float) -> None:
-        fresh: dict[tuple[int, str], dict[tuple[str, str], Limit]] = {}
-        for row in rows:
-            if row["kind"] in QUOTA_KINDS and row["value"] is not None:
-                fresh.setdefault((row["key_id"], row["model"] or ""), {})[(row["kind"], row["source"])] = \
-                    Limit(int(row["value"]), row["source"], row.get("learned_at") or 0.0)
+        fresh = held_by_pair(rows)
         old = list(self.limits) if full else [pair for pair in self.limits if pair[0] in touched]
         for pair in old:
             held = self.limits.pop(pair)
@@ -511,15 +499,13 @@ class KeyPool:
         if cached is not False:
             return cached  # type: ignore[return-value]
         own = self.limits.get((k.id, model)) or {}
-        every = self.limits.get((k.id, "")) or {} if model else {}
+        every = (self.limits.get((k.id, "")) or {}) if model else {}
+        limits = in_force(own, every, k.rpm_cap)
         out: list[int | None] = []
         zero = 0.0
         pace = WINDOW  # an operator's limit already leaves room; Google's own needs the slack
         for kind in QUOTA_KINDS:
-            lim = own.get((kind, "operator")) or every.get((kind, "operator"))
-            if lim is None and kind == "rpm" and k.rpm_cap:
-                lim = Limit(k.rpm_cap, "operator")
-            lim = lim or own.get((kind, "learned"))
+            lim = limits.get(kind)
             if lim is None:
                 out.append(None)
             elif lim.value == 0:  # no quota for this model: until the day Google counts in ends
@@ -897,7 +883,7 @@ class KeyPool:
             if b[3] > now:
                 m["no_quota"] += 1
                 continue
-            lim = (held.get(("rpd", "operator")) or held.get(("rpd", "learned")))
+            lim = in_force(held, self.limits.get((kid, "")) or {}, k.rpm_cap).get("rpd")
             if lim is None or not lim.value:
                 continue
             u = self.usage.get((kid, model))

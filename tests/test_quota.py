@@ -221,3 +221,14 @@ def test_daily_pacing_holds_across_gunicorn_workers(live_factory, fake, workers)
         time.sleep(0.4)
     assert got == {200: 9, 429: 3}
     assert fake.refusals() == {}
+
+
+def test_metrics_export_the_daily_budget_left(app, client, fake):
+    learned_earlier(app, "rpd", 5)
+    for _ in range(4):
+        assert client.post(GEN, json=BODY, headers=H).status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("gemini_proxy_daily_quota")}
+    assert lines[f'gemini_proxy_daily_quota_remaining{{model="{MODEL}"}}'] == 11
+    assert lines[f'gemini_proxy_daily_quota_limit{{model="{MODEL}"}}'] == 15

@@ -11,16 +11,55 @@ for model ''; it stays in its column so existing tools keep reading it.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from sqlite_utils import Database
 
 from .db import fetch_all, transaction
 from .events import add_event
-from .keys import find_key, set_rpm_cap
 from .util import InvalidValue, KeyNotFound, now
 
 KINDS: dict[str, str] = {"rpm": "requests/minute", "rpd": "requests/day", "tpm": "input tokens/minute"}
+
+
+class Limit(NamedTuple):
+    """One quota limit of a (key, model)."""
+
+    value: int
+    source: str = "learned"  # or "operator"
+    at: float = 0.0  # when it was learned or set
+
+
+# A key's limits for one model (or for every model, ""): {(kind, source): Limit}
+Held = Mapping[tuple[str, str], Limit]
+
+
+def in_force(own: Held, every: Held, rpm_cap: int | None) -> dict[str, Limit]:
+    """Return, per kind, the limit that applies to one (key, model).
+
+    The operator's limit for the model wins, then theirs for every model (the RPM cap is
+    the rpm one), then the one learned from Google. The pool paces by this and the console
+    shows it: one rule for both.
+    """
+    out: dict[str, Limit] = {}
+    for kind in KINDS:
+        lim = own.get((kind, "operator")) or every.get((kind, "operator"))
+        if lim is None and kind == "rpm" and rpm_cap:
+            lim = Limit(rpm_cap, "operator")
+        lim = lim or own.get((kind, "learned"))
+        if lim is not None:
+            out[kind] = lim
+    return out
+
+
+def held_by_pair(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[int, str], dict[tuple[str, str], Limit]]:
+    """Group key_limits rows as {(key_id, model): {(kind, source): Limit}}."""
+    out: dict[tuple[int, str], dict[tuple[str, str], Limit]] = {}
+    for row in rows:
+        if row["kind"] in KINDS and row["value"] is not None:
+            out.setdefault((row["key_id"], row["model"] or ""), {})[(row["kind"], row["source"])] = \
+                Limit(int(row["value"]), row["source"], row.get("learned_at") or 0.0)
+    return out
 
 
 def set_limit(db: Database, ref: str | int, kind: str, value: int, model: str = "") -> dict[str, Any]:
@@ -34,6 +73,8 @@ def set_limit(db: Database, ref: str | int, kind: str, value: int, model: str = 
         raise InvalidValue(f"{kind} must be a whole number ≥ 0 (0 lifts the limit)")
     model = _model(model)
     if kind == "rpm" and not model:
+        from .keys import set_rpm_cap  # keys → views → this module: imported when used
+
         return set_rpm_cap(db, ref, value)
     ts = now()
     with transaction(db):
@@ -86,6 +127,8 @@ def key_limits(db: Database, key_ids: Iterable[int] | None = None) -> list[dict[
 
 
 def _key(db: Database, ref: str | int) -> dict[str, Any]:
+    from .keys import find_key  # keys → views → this module: imported when used
+
     row = find_key(db, ref)
     if row is None:
         raise KeyNotFound(f"no key matches {str(ref)!r} (use an id, label or masked form from `keys list`)")
