@@ -788,9 +788,7 @@ class KeyPool:
         w = self.writer
         reason = outcome.reason
         if reason:  # it quotes Google, who may name a key: masked before it is kept or logged
-            # Google names only the key it was sent (the upstream client already masked the
-            # whole pool in error bodies): that value and the key shape are enough here.
-            reason = redact(reason, (key.value,))
+            reason = redact(reason, [k.value for k in self.keys.values()])
         rid = current_request_id() if w else None  # the Logs pane opens that request
         if outcome.kind is Kind.KEY_DEAD:
             key.invalid_reason, key.dead_at = reason, now
@@ -922,7 +920,7 @@ class Refresher:
 
     def start(self) -> None:
         self._hub_loop = _gevent_loop()
-        realthread.start(self._run)
+        realthread.start(self._run, "pool-refresh")
 
     def stop(self) -> None:
         self._stop = True

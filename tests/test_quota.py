@@ -232,3 +232,17 @@ def test_metrics_export_the_daily_budget_left(app, client, fake):
              if line.startswith("gemini_proxy_daily_quota")}
     assert lines[f'gemini_proxy_daily_quota_remaining{{model="{MODEL}"}}'] == 11
     assert lines[f'gemini_proxy_daily_quota_limit{{model="{MODEL}"}}'] == 15
+
+
+def test_the_background_threads_carry_their_names(app):
+    """top -H and the pool benchmark tell the refresher and the writer apart by name."""
+    import os
+
+    names = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as f:
+                names.add(f.read().strip())
+        except OSError:
+            pass
+    assert {"pool-refresh", "store-writer"} <= names

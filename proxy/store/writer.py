@@ -193,7 +193,7 @@ class Writer:
         self._running = True
         self._started_at = now()
         self._done.acquire()
-        realthread.start(self._run)
+        realthread.start(self._run, "store-writer")
 
     def put(self, op: tuple[Any, ...]) -> None:
         """Queue one op; never blocks and never touches SQLite (a deque append is thread-safe)."""
