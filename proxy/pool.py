@@ -71,9 +71,9 @@ def headroom(value: int, source: str) -> int:
     return value if source == "operator" else value - value // 50
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyState:
-    """One Google key as the pool sees it."""
+    """One Google key as the pool sees it (slots: a pool may hold 10,000 of them)."""
 
     id: int
     value: str
@@ -85,8 +85,9 @@ class KeyState:
     rpm_cap: int | None = None
     inflight: int = 0
     dead_at: float | None = None  # local death not yet visible in the database view
-    # per-minute [minute, ok, failed] buckets of this worker's recent attempts
-    window: deque = field(default_factory=lambda: deque(maxlen=WINDOW_MINUTES))
+    # per-minute (minute, ok, failed) buckets of this worker's recent attempts, oldest first
+    # (a plain list, empty until the key's first attempt: small for a key never used here)
+    window: list = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -101,9 +102,14 @@ class KeyState:
 
     def count(self, ok: bool, now: float) -> None:
         minute = int(now // 60)
-        if not self.window or self.window[-1][0] != minute:
-            self.window.append([minute, 0, 0])
-        self.window[-1][1 if ok else 2] += 1
+        window = self.window
+        if window and window[-1][0] == minute:
+            _, o, f = window[-1]
+            window[-1] = (minute, o + ok, f + (not ok))
+        else:
+            window.append((minute, int(ok), int(not ok)))
+            if len(window) > WINDOW_MINUTES:
+                del window[0]
 
 
 class Usage:
@@ -296,7 +302,7 @@ class KeyPool:
         self.user_usage: dict[int, UserUsage] = {}
         # model → ids of keys with a rest, limit or use for it: what a new ModelKeys checks
         self._concerned: dict[str, set[int]] = {}
-        self._by_key: dict[int, set[str]] = {}  # key id → models it has a rest, limit or use for
+        self._limited: set[int] = set()  # ids of keys with any limit row (learned or set)
         self._bounds: dict[tuple[int, str], Bounds | None] = {}
         self.users: list[User] = []
         self._users_by_id: dict[int, User] = {}
@@ -335,7 +341,6 @@ class KeyPool:
 
     def _concern(self, key_id: int, model: str) -> None:
         self._concerned.setdefault(model, set()).add(key_id)
-        self._by_key.setdefault(key_id, set()).add(model)
 
     # ---- snapshot from the database -------------------------------------------------------
     def offer(self, view: dict[str, Any]) -> None:
@@ -402,7 +407,7 @@ class KeyPool:
             else:
                 # An operator action (enable, reset) gives the key a fresh score.
                 if updated > k.updated_at:
-                    k.window = deque(maxlen=WINDOW_MINUTES)
+                    k.window = []
                 invalid = row.get("invalid_reason")
                 # A death seen here but not yet in the view stays, unless the operator acted
                 # on the key after it (re-enable, reset).
@@ -458,6 +463,7 @@ class KeyPool:
                     fresh.setdefault(pair, {})[(kind, source)] = lim
         for pair, held in fresh.items():
             self.limits[pair] = held
+            self._limited.add(pair[0])
             if pair[1]:
                 self._concern(*pair)
         for kid in {pair[0] for pair in old} | {pair[0] for pair in fresh}:
@@ -483,11 +489,11 @@ class KeyPool:
 
     # ---- limits and rests as conditions on the per-model sets -------------------------------
     def _forget_bounds(self, key_id: int) -> None:
-        for model in self._by_key.get(key_id, ()):
-            self._bounds.pop((key_id, model), None)
-        self._bounds.pop((key_id, ""), None)
-        for model in list(self._by_key.get(key_id, ())):
-            self._replace(key_id, model, self._clock())
+        now = self._clock()
+        for model, kids in list(self._concerned.items()):  # a few dozen models at most
+            if key_id in kids:
+                self._bounds.pop((key_id, model), None)
+                self._replace(key_id, model, now)
 
     def bounds(self, k: KeyState, model: str) -> Bounds | None:
         """Return the thresholds the pool paces (k, model) by, or None when it knows no limit.
@@ -495,6 +501,8 @@ class KeyPool:
         For each kind the operator's limit for the model wins, then theirs for every model
         (the RPM cap among them), then the one learned from Google.
         """
+        if not k.rpm_cap and k.id not in self._limited:
+            return None  # the common case, kept out of the cache
         cached = self._bounds.get((k.id, model), False)
         if cached is not False:
             return cached  # type: ignore[return-value]
@@ -520,7 +528,7 @@ class KeyPool:
         if zero or any(v is not None for v in out):
             found = (out[0], out[1], out[2], zero, pace)
         self._bounds[(k.id, model)] = found
-        self._by_key.setdefault(k.id, set()).add(model)  # so that _forget_bounds finds it
+        self._concern(k.id, model)  # so that _forget_bounds finds it
         return found
 
     def rest_until(self, k: KeyState, model: str, now: float) -> float:
@@ -829,6 +837,7 @@ class KeyPool:
                rid: str | None) -> None:
         """Remember the limits a 429 named for (key, model) and tell the other workers."""
         held = self.limits.setdefault((key.id, model), {})
+        self._limited.add(key.id)
         for kind, value in quotas:
             if kind not in QUOTA_KINDS:
                 continue

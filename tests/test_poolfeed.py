@@ -79,8 +79,9 @@ def test_usage_of_other_workers_only(db, path):
     assert rows[(0, alice)]["day_sends"] == 1
     assert feed.read()["usage"] == []  # nothing new
     written(path, ("usage", "me", day, now, a, "m", 0, 1, 0, 0))
-    # only this worker's row changed: the others' part comes back as it was
-    assert [r["day_sends"] for r in feed.read()["usage"]] == [3]
+    assert feed.read()["usage"] == []  # only this worker's own row changed: it counts that itself
+    written(path, ("usage", "fourth", day, now, a, "m", 0, 1, 0, 0))  # a worker id is one process's
+    assert [r["day_sends"] for r in feed.read()["usage"]] == [4]
 
 
 def test_a_retried_batch_does_not_count_twice(db, path):

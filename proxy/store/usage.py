@@ -142,17 +142,16 @@ def usage_changes(db: Database, day: int, worker: str, after_seq: int) -> tuple[
     top = db.execute("SELECT coalesce(max(seq), 0) FROM quota_usage").fetchone()[0]
     if top <= after_seq and after_seq:
         return [], top
-    # The changed pairs come from the seq index (pinned: the planner would rather walk the
-    # whole day through the primary key), their rows from the primary key.
+    # The pairs another worker wrote come from the seq index (pinned: the planner would
+    # rather walk the whole day through the primary key), their rows from the primary key.
+    # A pair only this worker wrote is left out: the others' part of it has not changed.
     rows = fetch_all(db, """
         SELECT u.key_id, u.model, u.user_id, u.recent, u.day_sends, u.day_tokens_in, u.day_tokens_out
         FROM (SELECT DISTINCT key_id, model, user_id FROM quota_usage INDEXED BY quota_usage_seq
-              WHERE seq > :after AND day = :day) AS c
+              WHERE seq > :after AND day = :day AND worker != :worker) AS c
         JOIN quota_usage AS u ON u.day = :day AND u.key_id = c.key_id AND u.model = c.model
              AND u.user_id = c.user_id
         WHERE u.worker != :worker""", {"day": day, "worker": worker, "after": after_seq})
-    # A pair whose only change was this worker's own row comes back with the others' rows
-    # as they were (or not at all, when there are none): either way nothing is lost.
     return merge(rows), top
 
 
