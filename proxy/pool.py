@@ -677,10 +677,6 @@ class KeyPool:
             u.day_tout += tokens_out
             self._publish(now, 0, "", user_id, tokens_in=tokens_in, tokens_out=tokens_out)
 
-    def add_tokens(self, user_id: int, tokens: int) -> None:
-        """Count tokens a finished request used against the user's daily limit."""
-        self.add_usage(user_id, None, "", tokens, 0)
-
     def _publish(self, now: float, key_id: int, model: str, user_id: int, *, sends: int = 0,
                  tokens_in: int = 0, tokens_out: int = 0) -> None:
         if self.writer is not None:
@@ -920,8 +916,6 @@ class Refresher:
         # When (time.monotonic) the read behind the last view offered began: the sync
         # point `await_view` waits on.
         self.read_began = 0.0
-        self.busy = 0.0  # seconds spent reading, in all (for the benchmark)
-        self.reads = 0
         # Held while idle; releasing it wakes the thread early. Sleeping on a lock instead
         # of polling keeps the thread from taking the GIL from requests between ticks.
         self._wake = realthread.lock()
@@ -968,16 +962,22 @@ class Refresher:
             began = time.monotonic()
             try:
                 view = self.load()
-                self.pool.offer(view)
+                if _news(view):  # a quiet second hands nothing over
+                    self.pool.offer(view)
+                    if self._hub_loop is not None:
+                        self._hub_loop.run_callback_threadsafe(self._apply)
                 # Set after the offer: whoever sees the new time finds the view pending.
                 self.read_began = began
-                if self._hub_loop is not None:
-                    self._hub_loop.run_callback_threadsafe(self._apply)
             except Exception:  # keep serving from the last good view
                 log.exception("pool refresh failed")
-            self.busy += time.monotonic() - began
-            self.reads += 1
             self._wake.acquire(timeout=self.interval)
+
+
+def _news(view: dict[str, Any]) -> bool:
+    """Whether a view read from the database changes anything for the pool."""
+    return bool(view.get("full", True) or view.get("usage_reset")
+                or any(part in view for part in ("keys", "touched", "health", "limits", "users"))
+                or view.get("pins") or view.get("usage"))
 
 
 def _gevent_loop() -> Any:

@@ -331,3 +331,28 @@ def test_users_minute_limit_counts_other_workers():
     assert pool.admit(alice, "m") is None
     refused = pool.admit(alice, "m")
     assert refused is not None and refused.status == 429
+
+
+def test_under_gevent_a_refresh_is_applied_on_the_hub_not_in_a_request():
+    """The refresher hands its read to the hub; no request has to call sync() to apply it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        from gevent import monkey; monkey.patch_all()
+        import gevent
+        from proxy.pool import KeyPool, Refresher
+        pool = KeyPool(None)
+        views = iter([{"keys": [{"id": 1, "value": "fake-key-0001", "masked": "m", "status": "active"}]}])
+        refresher = Refresher(pool, lambda: next(views, {"full": False, "usage": []}), 0.05)
+        refresher.start()
+        for _ in range(200):
+            if pool.keys:
+                break
+            gevent.sleep(0.01)   # only the hub runs: nobody calls sync()
+        refresher.stop()
+        print(sorted(pool.keys), len(pool._pending))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["[1]", "0"], done.stderr

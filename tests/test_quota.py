@@ -238,11 +238,17 @@ def test_the_background_threads_carry_their_names(app):
     """top -H and the pool benchmark tell the refresher and the writer apart by name."""
     import os
 
-    names = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as f:
-                names.add(f.read().strip())
-        except OSError:
-            pass
-    assert {"pool-refresh", "store-writer"} <= names
+    def names() -> set[str]:
+        found = set()
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as f:
+                    found.add(f.read().strip())
+            except OSError:
+                pass
+        return found
+
+    deadline = time.monotonic() + 5  # a new thread names itself as it starts to run
+    while not {"pool-refresh", "store-writer"} <= names():
+        assert time.monotonic() < deadline, names()
+        time.sleep(0.01)

@@ -196,16 +196,18 @@ def list_keys(db: Database, window_minutes: int = 15, *, include_removed: bool =
     The figures are the console's (views.keys_overview), so the CLI and the console never
     disagree: state (usable, cooling, sick, dead, disabled, removed), success rate over the
     last `window_minutes`, failures over the last 5 and 60 minutes, tries and tokens since
-    midnight Pacific (when Google's per-day quotas reset), and the RPM cap's use this minute.
+    midnight Pacific (when Google's per-day quotas reset), the RPM limit's use this minute,
+    and per model the requests today and this minute against the limits the pool paces by.
     """
     return keys_overview(db, Rollup(), now=now(), window_minutes=max(1, window_minutes),
                          include_removed=include_removed)
 
 
 def pool_view(db: Database, pins_after_seq: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Return, in one consistent read, everything the in-memory pool needs.
+    """Return, in one consistent read, the keys, rests, users and pins (a full view).
 
-    keys: every key not removed, value included; health: cooldowns still running; users:
+    The proxy's pool reads through store.poolfeed.PoolFeed instead, which adds limits and
+    usage and afterwards reads only what changed. keys: every key not removed, value included; health: cooldowns still running; users:
     active users; pins: pins with seq > `pins_after_seq`, oldest first (pass the highest seq
     seen so far to receive only new ones).
     """
