@@ -436,7 +436,7 @@ class KeyPool:
                 fresh[(row["key_id"], row["model"])] = (row["cool_until"], row.get("reason") or "", 0.0)
         # The rests of touched keys are replaced by the view, except rests seen here after
         # the key's last operator change that the view does not show yet.
-        old = [pair for pair in self.cool if pair[0] in touched] if not full else list(self.cool)
+        old = list(self.cool) if full else self._pairs_of(touched, self.cool)
         for pair in old:
             until, reason, set_at = self.cool.pop(pair)
             k = self.keys.get(pair[0])
@@ -452,7 +452,7 @@ class KeyPool:
     def _apply_limits(self, rows: list[dict[str, Any]], touched: set[int], full: bool,
                       now: float) -> None:
         fresh = held_by_pair(rows)
-        old = list(self.limits) if full else [pair for pair in self.limits if pair[0] in touched]
+        old = list(self.limits) if full else self._pairs_of(touched, self.limits)
         for pair in old:
             held = self.limits.pop(pair)
             k = self.keys.get(pair[0])
@@ -468,6 +468,11 @@ class KeyPool:
                 self._concern(*pair)
         for kid in {pair[0] for pair in old} | {pair[0] for pair in fresh}:
             self._forget_bounds(kid)
+
+    def _pairs_of(self, key_ids: set[int], table: dict[tuple[int, str], Any]) -> list[tuple[int, str]]:
+        """Return the (key, model) entries of `table` for `key_ids`, without walking the table."""
+        models = {*self._concerned, ""}
+        return [(kid, model) for model in models for kid in key_ids if (kid, model) in table]
 
     def _apply_usage(self, view: dict[str, Any], full: bool, now: float) -> None:
         day = view.get("usage_day") or self._today(now)

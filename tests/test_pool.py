@@ -356,3 +356,14 @@ def test_under_gevent_a_refresh_is_applied_on_the_hub_not_in_a_request():
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["[1]", "0"], done.stderr
+
+
+def test_a_change_view_keeps_rests_of_calls_without_a_model_apart():
+    pool, clock = make(2)
+    pool.report(pool.keys[1], "", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 30))
+    pool.report(pool.keys[1], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 30))
+    clock.t += 1
+    changed = dict(view(2)["keys"][0], label="renamed")
+    pool.apply({"full": False, "keys": [changed], "touched": [1], "health": [], "limits": []})
+    assert pool.cooling_until(1, "", clock.t) and pool.cooling_until(1, "m", clock.t)  # seen here, kept
+    assert pool.keys[1].label == "renamed"
