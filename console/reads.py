@@ -26,6 +26,8 @@ class StatsData:
     total: list[list[int]]
     groups: dict[Any, list[list[int]]]
     names: dict[Any, str] = field(default_factory=dict)
+    # Per model, the daily quota left across usable keys (views.quota_budget).
+    budget: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Reader:
@@ -85,6 +87,11 @@ class Reader:
         with self._lock:
             return views.keys_overview(self._conn(), self.rollup, now=now or time.time())
 
+    def budget(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Return each model's daily quota left across the usable keys."""
+        with self._lock:
+            return views.quota_budget(self._conn(), now=now or time.time())
+
     def users(self, now: float | None = None) -> list[dict[str, Any]]:
         """Return every user with usage and limits."""
         with self._lock:
@@ -98,12 +105,13 @@ class Reader:
             starts, groups = views.stats_series(db, self.rollup, group, span, now=now)
             with snapshot(db):
                 names = views.names(db).get(group, {})
+            budget = views.quota_budget(db, now=now)
         total = [zero() for _ in starts]
         for series in groups.values():
             for i, counts in enumerate(series):
                 for j, v in enumerate(counts):
                     total[i][j] += v
-        return StatsData(span, group, starts, total, groups, names)
+        return StatsData(span, group, starts, total, groups, names, budget)
 
     def detail(self, request_id: str) -> dict[str, Any] | None:
         """Return every field of one request."""

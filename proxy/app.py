@@ -79,9 +79,9 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
                ) -> Flask:
     """Build the proxy app: open the store, load the pool, start the writer and refresher."""
     from proxy.routes import native, openai, ops
-    from proxy.store import db as store_db, keys as store_keys
+    from proxy.store import db as store_db
     from proxy.store.retention import Retention, prune_once
-    from proxy.store.usage import recent_usage
+    from proxy.store.poolfeed import PoolFeed
     from proxy.store.writer import Writer
 
     settings = settings or load_settings()
@@ -100,14 +100,10 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
                     heartbeat=lambda: holder["state"].heartbeat(),
                     housekeeping=lambda db: prune_once(db, time.time(), policy))
     pool = KeyPool(writer)
-    reader = store_db.open_db(settings.db_path)
-
-    def load(seq: int) -> dict[str, Any]:
-        return {**store_keys.pool_view(reader, pins_after_seq=seq),
-                **recent_usage(reader, time.time(), os.getpid())}
-
-    pool.apply(load(0))
-    refresher = Refresher(pool, load, settings.pool_refresh)
+    # The first read is the whole view; the refresher's later reads are only what changed.
+    feed = PoolFeed(store_db.open_db(settings.db_path), pool.worker)
+    pool.apply(feed.read())
+    refresher = Refresher(pool, feed.read, settings.pool_refresh)
     state = ProxyState(settings, pool, writer, Upstream(settings, pool), refresher, secret,
                        [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies],
                        prices=Prices.load(settings.prices_file, quiet=True))

@@ -197,8 +197,8 @@ class Exchange:
                 ttfb: float | None, tin: int, tout: int, cost: float, error_class: str | None,
                 error_message: str | None) -> None:
         writer, now = sink.writer, time.time()
-        if self.user:
-            sink.pool.add_tokens(self.user.id, tin + tout)
+        if tin or tout:  # against the key's per-minute token quota and the user's daily limit
+            sink.pool.add_usage(self._uid, key.id if key else None, self.model, tin, tout)
         for a in attempts[:-1]:
             writer.attempt(ts=now, key_id=a.key_id, model=self.model, user_id=self._uid,
                            dialect=self.dialect, outcome=_counter(a.outcome), final=False)

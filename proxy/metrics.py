@@ -34,6 +34,14 @@ KEYS = Gauge("gemini_proxy_keys", "Google keys by state.", ["state"],
              multiprocess_mode="livemostrecent")
 COOLDOWNS = Gauge("gemini_proxy_cooldowns_active", "(key, model) pairs resting now.",
                   multiprocess_mode="livemostrecent")
+QUOTA_LEFT = Gauge("gemini_proxy_daily_quota_remaining", "Requests left today (until midnight "
+                   "Pacific) per model, across usable keys whose daily limit is known.",
+                   ["model"], multiprocess_mode="livemostrecent")
+QUOTA_LIMIT = Gauge("gemini_proxy_daily_quota_limit", "Daily request limits per model, added up "
+                    "over usable keys whose limit is known (learned from 429s or set).",
+                    ["model"], multiprocess_mode="livemostrecent")
+NO_QUOTA = Gauge("gemini_proxy_keys_without_quota", "Usable keys whose tier has no quota for the "
+                 "model today (Google said limit 0).", ["model"], multiprocess_mode="livemostrecent")
 WRITER_QUEUE = Gauge("gemini_proxy_writer_queue_depth", "Writes waiting for the batched writer.",
                      multiprocess_mode="livesum")
 WRITER_DROPPED = Gauge("gemini_proxy_writer_dropped_ops", "Writes the batched writer gave up on "

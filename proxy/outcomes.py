@@ -21,6 +21,13 @@ class Kind(str, Enum):
     CLIENT = "client_error"
 
 
+# The quotas the pool learns and paces by: requests per minute, requests per day, input
+# tokens per minute (each per key and model, as Google counts them).
+QUOTA_KINDS: tuple[str, ...] = ("rpm", "rpd", "tpm")
+QUOTA_NAMES = {"rpm": "requests per minute", "rpd": "requests per day",
+               "tpm": "input tokens per minute"}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one upstream attempt came to."""
@@ -29,6 +36,13 @@ class Outcome:
     status: int
     reason: str = ""
     cool_until: float | None = None  # for the rate-limit kinds: when the (key, model) returns
+    # For a 429: the quotas it named, as (kind, limit) with kind one of QUOTA_KINDS.
+    quotas: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def no_quota(self) -> bool:
+        """Whether the 429 said the key's tier has no quota at all for the model (limit 0)."""
+        return any(limit == 0 for _, limit in self.quotas)
 
     @property
     def retryable(self) -> bool:
@@ -40,6 +54,8 @@ class Outcome:
 DEFAULT_MINUTE_COOLDOWN = 60.0
 # The shortest rest: "0s" would have the pool hammer a key that just refused.
 MIN_COOLDOWN = 1.0
+# How much of an error message is searched for quota names and limits.
+MESSAGE_SCAN = 8192
 # Cap before the float conversion: a 400-digit integer would overflow float().
 _FAR = 1e12
 
@@ -54,6 +70,10 @@ _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _RETRY_IN = re.compile(r"retry in " + _NUMBER + r"\s*s", re.I)
 _DURATION = re.compile(_NUMBER + "s")
 _DIGITS = re.compile(_NUMBER)
+# "Quota exceeded for metric: generativelanguage.googleapis.com/…_requests, limit: 250, model: …"
+_METRIC_LIMIT = re.compile(r"metric:\s*(\S+?),\s*limit:\s*(\d+)", re.I)
+_LIMIT = re.compile(r"limit:\s*(\d+)", re.I)
+_NO_QUOTA = re.compile(r"limit:\s*0(?!\d)", re.I)
 
 
 def parse_error_body(body: bytes | str | dict | list | None) -> dict[str, Any]:
@@ -81,15 +101,80 @@ def error_reasons(error: dict[str, Any]) -> set[str]:
             if str(d.get("@type", "")).endswith("ErrorInfo") and d.get("reason")}
 
 
-def _quota_ids(error: dict[str, Any]) -> list[str]:
-    ids = []
+def _violations(error: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
     for d in _details(error):
         if str(d.get("@type", "")).endswith("QuotaFailure"):
             violations = d.get("violations")
-            for v in violations if isinstance(violations, list) else []:
-                if isinstance(v, dict):
-                    ids.append(str(v.get("quotaId") or "") + " " + str(v.get("quotaMetric") or ""))
-    return ids
+            found += [v for v in (violations if isinstance(violations, list) else [])
+                      if isinstance(v, dict)]
+    return found
+
+
+def _quota_ids(error: dict[str, Any]) -> list[str]:
+    return [str(v.get("quotaId") or "") + " " + str(v.get("quotaMetric") or "")
+            for v in _violations(error)]
+
+
+def quota_kind(name: str) -> str | None:
+    """Return which quota a quotaId or metric names: rpm, rpd, tpm, or None if it says not.
+
+    `GenerateRequestsPerDayPerProjectPerModel-FreeTier` is rpd,
+    `GenerateContentInputTokensPerModelPerMinute-FreeTier` (or a metric ending in
+    `input_token_count`) is tpm, `GenerateRequestsPerMinutePerProjectPerModel` is rpm.
+    """
+    low = name.lower()
+    if "token" in low:
+        return "tpm" if "perday" not in low else None  # no per-day token quota is paced
+    if "perday" in low or "per_day" in low:
+        return "rpd"
+    if "perminute" in low or "per_minute" in low:
+        return "rpm"
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """Read a quotaValue ("250", 250) as a whole number ≥ 0, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 19:
+        return int(value.strip())
+    return None
+
+
+def quotas(error: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """Return the (kind, limit) pairs a 429 names: what the pool learns about the key.
+
+    Each QuotaFailure violation gives the kind (from its quotaId) and the limit (its
+    quotaValue, else the message's `limit: N` for the same metric, else the message's only
+    `limit: N`). A message without details still teaches a token limit, whose metric
+    (`…input_token_count`) says its kind; its request metric names no period, so a request
+    limit is learned only from a violation.
+    """
+    message = str(error.get("message") or "")[:MESSAGE_SCAN]
+    by_metric = {m.group(1): int(m.group(2)) for m in _METRIC_LIMIT.finditer(message)
+                 if len(m.group(2)) < 19}
+    lone = _LIMIT.findall(message)
+    found: dict[str, int] = {}
+    violations = _violations(error)
+    for v in violations:
+        kind = quota_kind(str(v.get("quotaId") or "") + " " + str(v.get("quotaMetric") or ""))
+        if kind is None:
+            continue
+        limit = _count(v.get("quotaValue"))
+        if limit is None:
+            limit = by_metric.get(str(v.get("quotaMetric") or ""))
+        if limit is None and len(violations) == 1 and len(lone) == 1 and len(lone[0]) < 19:
+            limit = int(lone[0])
+        if limit is not None:
+            found[kind] = min(limit, found.get(kind, limit))
+    if not violations:
+        for metric, limit in by_metric.items():
+            if quota_kind(metric) == "tpm":
+                found["tpm"] = limit
+    return tuple(sorted(found.items()))
 
 
 def _seconds(value: Any) -> float | None:
@@ -169,13 +254,19 @@ def classify(status: int, body: bytes | str | dict | list | None, *, now: float,
     if status < 400:
         return Outcome(Kind.OK, status)
     error = parse_error_body(body)
-    message = str(error.get("message") or reason_hint or f"HTTP {status}")[:300]
+    # Google's quota messages run to a few hundred bytes each; the cap keeps the regular
+    # expressions linear on a hostile body.
+    full = str(error.get("message") or reason_hint or f"HTTP {status}")[:MESSAGE_SCAN]
+    message = full[:300]
     if status == 429:
-        quota = " ".join(_quota_ids(error)) + " " + message
-        # "limit: 0": this key's tier gets no quota for the model at all; no use retrying today
-        if "PerDay" in quota or "per day" in quota.lower() or "limit: 0" in quota:
-            return Outcome(Kind.RATE_DAY, status, message, next_pacific_midnight(now))
-        return Outcome(Kind.RATE_MINUTE, status, message, cool_until(retry_delay(error), now))
+        named = quotas(error)
+        text = " ".join(_quota_ids(error)) + " " + full
+        # limit 0: this key's tier gets no quota for the model at all; no use retrying today
+        if ("PerDay" in text or "per day" in text.lower() or _NO_QUOTA.search(full)
+                or any(limit == 0 for _, limit in named)):
+            return Outcome(Kind.RATE_DAY, status, message, next_pacific_midnight(now), named)
+        return Outcome(Kind.RATE_MINUTE, status, message, cool_until(retry_delay(error), now),
+                       named)
     if status >= 500 or status == 408:
         # Overload is the model's trouble, not the key's: no rest, only a score penalty.
         return Outcome(Kind.UPSTREAM, status, message)

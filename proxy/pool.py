@@ -1,26 +1,50 @@
 """KeyPool: the in-memory view of Google keys, user keys and pins; choose(model), report(outcome).
 
-Everything here runs on the request path and never touches SQLite. A background OS
-thread (`Refresher`) reads the database about once a second and hands a snapshot over;
-the snapshot is applied by whichever request comes next, so all mutation happens on one
-side (the gevent hub) and needs no locks.
+Everything here runs on the request path and never touches SQLite. A background OS thread
+(`Refresher`) reads what changed in the database about once a second and hands it over;
+the change is applied on the gevent hub between requests (or, outside gevent, by the next
+call that needs the pool), so all mutation happens on one side and needs no locks.
+
+Choosing costs the same for 10 keys or 10,000. Per model, `ModelKeys.avail` holds the keys
+that can take a request for it now: usable (active, not dead), not resting, and under every
+limit known for the pair. Everything that can take a key out is a condition on that set,
+checked when it changes, never by scanning:
+
+- death, disable, removal, enable: the key leaves or joins every model's set;
+- a rest (a 429's cooldown, one another worker saw): the pair leaves until it ends;
+- a limit (one an operator set, or one Google named in a 429 and the pool learned: requests
+  per minute, requests per day, input tokens per minute) that this worker's and the other
+  workers' use has reached: the pair leaves until enough of the minute has passed, or
+  until midnight Pacific for a day's quota; a learned limit of 0 ("no quota for this
+  model") keeps it out until midnight Pacific.
+
+A pair that left goes on its model's heap with the time it may return; each choice for the
+model pops the heap's due entries and checks them again (still over a limit: back on the
+heap). The two candidates of the power-of-two choice are drawn straight from the set.
 """
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import logging
+import os
 import random
+import secrets
+import socket
 import time
-from collections import deque
+from bisect import bisect_right
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from proxy import realthread
-from proxy.outcomes import Kind, Outcome
+from proxy.outcomes import QUOTA_KINDS, QUOTA_NAMES, Kind, Outcome
 from proxy.exchange import current_request_id
 from proxy.redact import redact
-from proxy.store.util import next_pacific_midnight
+from proxy.store.limits import Limit, held_by_pair, in_force
+from proxy.store.usage import SLOT, WINDOW, in_window
+from proxy.store.util import next_pacific_midnight, pacific_day
 
 log = logging.getLogger("proxy.pool")
 
@@ -28,14 +52,28 @@ WINDOW_MINUTES = 10
 # Optimistic prior: a key nobody has tried yet scores like a perfect one, so new and
 # re-enabled keys get traffic at once instead of being starved by proven keys.
 PRIOR_OK = 3.0
-# How long a locally seen death or cooldown outranks a database view that does not show
-# it yet (the writer persists within a fraction of a second).
+# How long a locally seen death, cooldown or learned limit outranks a database view that
+# does not show it yet (the writer persists within a fraction of a second).
 LOCAL_GRACE = 10.0
+# This worker's own sends count against a per-minute limit this long: a little over
+# Google's minute, because our clock starts when we send and Google's when it receives.
+PACE_WINDOW = WINDOW + 1.0
+# Per-model sets kept at once; the least recently chosen model's is rebuilt when needed.
+MAX_MODELS = 32
 
 
-@dataclass
+def headroom(value: int, source: str) -> int:
+    """Return the use at which the pool stops sending: a learned limit keeps a 2% margin.
+
+    The margin absorbs what other workers sent in the last second or so, which this one
+    has not read yet. An operator's limit is taken as it is (they chose their margin).
+    """
+    return value if source == "operator" else value - value // 50
+
+
+@dataclass(slots=True)
 class KeyState:
-    """One Google key as the pool sees it."""
+    """One Google key as the pool sees it (slots: a pool may hold 10,000 of them)."""
 
     id: int
     value: str
@@ -47,9 +85,9 @@ class KeyState:
     rpm_cap: int | None = None
     inflight: int = 0
     dead_at: float | None = None  # local death not yet visible in the database view
-    # per-minute [minute, ok, failed] buckets of this worker's recent attempts
-    window: deque = field(default_factory=lambda: deque(maxlen=WINDOW_MINUTES))
-    recent: dict[str, deque] = field(default_factory=dict)  # model → send times (RPM cap)
+    # per-minute (minute, ok, failed) buckets of this worker's recent attempts, oldest first
+    # (a plain list, empty until the key's first attempt: small for a key never used here)
+    window: list = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -64,34 +102,133 @@ class KeyState:
 
     def count(self, ok: bool, now: float) -> None:
         minute = int(now // 60)
-        if not self.window or self.window[-1][0] != minute:
-            self.window.append([minute, 0, 0])
-        self.window[-1][1 if ok else 2] += 1
+        window = self.window
+        if window and window[-1][0] == minute:
+            _, o, f = window[-1]
+            window[-1] = (minute, o + ok, f + (not ok))
+        else:
+            window.append((minute, int(ok), int(not ok)))
+            if len(window) > WINDOW_MINUTES:
+                del window[0]
 
-    def under_cap(self, model: str, now: float, others: list[float]) -> bool:
-        """Whether one more request to `model` stays within this key's RPM cap.
 
-        `others` are the last minute's sends of the other workers (from the database).
+class Usage:
+    """One (key, model) pair's or one user's use today: this worker's exactly, the others' as read.
+
+    `sends` and `tokens` are this worker's recent sends and (time, input tokens), oldest
+    first; `remote` the other workers' recent slots (store.usage); the day totals are kept
+    apart for this worker and for the others.
+    """
+
+    __slots__ = ("day", "sends", "tokens", "day_sends", "day_tin", "day_tout", "remote",
+                 "r_day_sends", "r_day_tin", "r_day_tout")
+    pace = PACE_WINDOW  # how long this worker's own sends count
+
+    def __init__(self, day: int) -> None:
+        self.day = day
+        self.sends: list[float] = []
+        self.tokens: list[tuple[float, int]] = []
+        self.day_sends = self.day_tin = self.day_tout = 0
+        self.remote: tuple[tuple[float, int, int], ...] = ()
+        self.r_day_sends = self.r_day_tin = self.r_day_tout = 0
+
+    def roll(self, day: int) -> None:
+        """Start a new Pacific day: the day's totals go back to zero."""
+        if day != self.day:
+            self.day = day
+            self.day_sends = self.day_tin = self.day_tout = 0
+            self.r_day_sends = self.r_day_tin = self.r_day_tout = 0
+
+    def _trim(self, now: float) -> None:
+        cut = now - PACE_WINDOW
+        if self.sends and self.sends[0] <= cut:
+            del self.sends[:bisect_right(self.sends, cut)]
+        if self.tokens and self.tokens[0][0] <= cut:
+            del self.tokens[:bisect_right(self.tokens, (cut, 1 << 62))]
+
+    def minute(self, now: float, pace: float | None = None) -> tuple[int, int]:
+        """Return (sends, input tokens) in the last minute, this worker's and the others'.
+
+        This worker's own count over `pace` seconds (the class's default when None).
         """
-        if not self.rpm_cap:
-            return True
-        sent = self.recent.get(model)
-        while sent and sent[0] <= now - 60:
-            sent.popleft()
-        return (len(sent) if sent else 0) + _in_window(others, now) < self.rpm_cap
+        self._trim(now)
+        cut = now - (pace or self.pace)
+        sends, tokens = in_window(self.remote, now) if self.remote else (0, 0)
+        mine = self.sends
+        own = len(mine) - bisect_right(mine, cut) if mine and mine[0] <= cut else len(mine)
+        return sends + own, tokens + sum(n for t, n in self.tokens if t > cut)
 
-    def next_slot(self, model: str, now: float, others: list[float]) -> float:
-        """Return when the oldest send in the window leaves it."""
-        times = [t for t in (*(self.recent.get(model) or ()), *others) if t > now - 60]
-        return min(times) + 60 if times else now
+    def today(self) -> int:
+        """Return the sends of the day so far, every worker's."""
+        return self.day_sends + self.r_day_sends
 
-    def mark_sent(self, model: str, now: float) -> None:
-        if self.rpm_cap:
-            self.recent.setdefault(model, deque()).append(now)
+    def tokens_today(self) -> int:
+        """Return the tokens (in and out) of the day so far, every worker's."""
+        return self.day_tin + self.day_tout + self.r_day_tin + self.r_day_tout
+
+    def free_at(self, now: float, cap: int, tokens: bool, pace: float | None = None) -> float:
+        """Return when the minute's sends (or input tokens) fall below `cap` again (> now)."""
+        pace = pace or self.pace
+        used = self.minute(now, pace)[1 if tokens else 0]
+        leaving = [(t + pace, n) for t, n in (self.tokens if tokens else ((t, 1) for t in self.sends))
+                   if t > now - pace]
+        leaving += [(start + SLOT + WINDOW, t if tokens else s) for start, s, t in self.remote
+                    if start + SLOT > now - WINDOW]
+        leaving.sort()
+        for when, n in leaving:
+            used -= n
+            if used < cap:
+                return max(when, now + 0.001)
+        return now + WINDOW
 
 
-def _in_window(times: list[float], now: float) -> int:
-    return sum(1 for t in times if t > now - 60)
+class UserUsage(Usage):
+    """A user's use today: their limits are the proxy's own, counted over exactly a minute."""
+
+    __slots__ = ()
+    pace = WINDOW
+
+
+class IdSet:
+    """A set of key ids that hands out a random member in O(1) (a list plus positions)."""
+
+    __slots__ = ("items", "index")
+
+    def __init__(self, ids: Iterable[int] = ()) -> None:
+        self.items: list[int] = list(ids)
+        self.index: dict[int, int] = {k: i for i, k in enumerate(self.items)}
+
+    def add(self, key_id: int) -> None:
+        if key_id not in self.index:
+            self.index[key_id] = len(self.items)
+            self.items.append(key_id)
+
+    def discard(self, key_id: int) -> None:
+        i = self.index.pop(key_id, None)
+        if i is None:
+            return
+        last = self.items.pop()
+        if last != key_id:
+            self.items[i] = last
+            self.index[last] = i
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self.index
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class ModelKeys:
+    """The keys that can take a request for one model now, and those resting until when."""
+
+    __slots__ = ("avail", "resting", "heap")
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self.avail = IdSet(ids)
+        self.resting: dict[int, float] = {}
+        # (until, key id); an entry whose until no longer matches `resting` is stale
+        self.heap: list[tuple[float, int]] = []
 
 
 @dataclass(frozen=True)
@@ -136,99 +273,368 @@ class NoKeys:
 
 
 Choice = KeyState | Cooling | NoKeys
+# (rpm, rpd, tpm) thresholds (None: no limit known), when a "no quota" mark ends, and how
+# long this worker's own sends count against the per-minute ones
+Bounds = tuple[int | None, int | None, int | None, float, float]
 
 
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
 
 
+def worker_id() -> str:
+    """Name this process in the usage it publishes: host, pid and a random tag (pids recur)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class KeyPool:
     """In-memory pool of keys for one worker process."""
 
     def __init__(self, writer: Any = None, *, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, worker: str | None = None) -> None:
         self.writer = writer
+        self.worker = worker or worker_id()
         self.keys: dict[int, KeyState] = {}
+        self.usable = IdSet()
+        self.models: OrderedDict[str, ModelKeys] = OrderedDict()
         self.cool: dict[tuple[int, str], tuple[float, str, float]] = {}  # → (until, reason, set_at)
+        self.limits: dict[tuple[int, str], dict[tuple[str, str], Limit]] = {}  # → {(kind, source): …}
+        self.usage: dict[tuple[int, str], Usage] = {}
+        self.user_usage: dict[int, UserUsage] = {}
+        # model → ids of keys with a rest, limit or use for it: what a new ModelKeys checks
+        self._concerned: dict[str, set[int]] = {}
+        self._limited: set[int] = set()  # ids of keys with any limit row (learned or set)
+        self._bounds: dict[tuple[int, str], Bounds | None] = {}
         self.users: list[User] = []
+        self._users_by_id: dict[int, User] = {}
         self.pins: dict[str, int] = {}
         self.pins_seq = 0
-        # Other workers' recent sends and today's tokens, for caps and user limits.
-        self.remote_sends: dict[tuple[int, str], list[float]] = {}
-        self.remote_user_sends: dict[int, list[float]] = {}
-        self.tokens_today: dict[int, int] = {}
-        self.local_user_sends: dict[int, deque] = {}
-        self.local_tokens: dict[int, int] = {}
-        self._pending: dict[str, Any] | None = None
+        self._pending: deque[dict[str, Any]] = deque()
         self._rng = rng or random.Random()
         self._clock = clock
+        self._day = 0
+        self._day_end = 0.0
 
-    # ---- snapshot from the database -------------------------------------------------
+    # ---- the Pacific day -----------------------------------------------------------------
+    def _today(self, now: float) -> int:
+        if now >= self._day_end:
+            self._day, self._day_end = pacific_day(now), next_pacific_midnight(now)
+        return self._day
+
+    def _pair(self, key_id: int, model: str, now: float) -> Usage:
+        day = self._today(now)
+        u = self.usage.get((key_id, model))
+        if u is None:
+            u = self.usage[(key_id, model)] = Usage(day)
+            self._concern(key_id, model)
+        else:
+            u.roll(day)
+        return u
+
+    def _user_use(self, user_id: int, now: float) -> UserUsage:
+        day = self._today(now)
+        u = self.user_usage.get(user_id)
+        if u is None:
+            u = self.user_usage[user_id] = UserUsage(day)
+        else:
+            u.roll(day)
+        return u
+
+    def _concern(self, key_id: int, model: str) -> None:
+        self._concerned.setdefault(model, set()).add(key_id)
+
+    # ---- snapshot from the database -------------------------------------------------------
     def offer(self, view: dict[str, Any]) -> None:
-        """Hand over a fresh database view (from any thread); applied on the next use."""
-        self._pending = view
+        """Hand over a database view or change (from any thread); applied on the next use."""
+        self._pending.append(view)
 
     def sync(self) -> None:
-        """Apply a pending database view, if any (cheap no-op otherwise)."""
-        view, self._pending = self._pending, None
-        if view is not None:
+        """Apply pending database views, oldest first (a cheap no-op when there are none)."""
+        pending = self._pending
+        while pending:
+            try:
+                view = pending.popleft()
+            except IndexError:
+                return
             self.apply(view)
 
     def apply(self, view: dict[str, Any]) -> None:
-        """Merge a database view with what this worker has seen locally."""
+        """Merge a database view (`full`, the default) or a change with what this worker saw.
+
+        A full view lists every key not removed; keys it leaves out are dropped. A change
+        lists changed keys (a removed one is dropped) and, for the ids in `touched`, every
+        running rest and every limit. Either way the work is proportional to the rows given.
+        """
         now = self._clock()
-        old = self.keys
-        keys: dict[int, KeyState] = {}
-        for row in view.get("keys", []):
-            k = KeyState(id=row["id"], value=row["value"], masked=row["masked"],
-                         label=row.get("label"), status=row["status"],
-                         invalid_reason=row.get("invalid_reason"),
-                         updated_at=row.get("updated_at") or 0.0, rpm_cap=row.get("rpm_cap"))
-            prev = old.get(k.id)
-            if prev is not None:
-                k.inflight, k.recent = prev.inflight, prev.recent
-                # An operator action (enable, reset) gives the key a fresh score.
-                if k.updated_at <= prev.updated_at:
-                    k.window = prev.window
-                # A death seen here but not yet in the view stays, unless the operator
-                # acted on the key after it (re-enable, reset).
-                if (prev.dead_at and k.invalid_reason is None and k.updated_at < prev.dead_at
-                        and now - prev.dead_at < LOCAL_GRACE):
-                    k.invalid_reason, k.dead_at = prev.invalid_reason, prev.dead_at
-            keys[k.id] = k
-        cool: dict[tuple[int, str], tuple[float, str, float]] = {}
-        for row in view.get("health", []):
-            if row["cool_until"] > now:
-                cool[(row["key_id"], row["model"])] = (row["cool_until"], row.get("reason") or "",
-                                                       0.0)
-        for ident, (until, reason, set_at) in self.cool.items():
-            k = keys.get(ident[0])
-            if until > now and k is not None and k.updated_at < set_at:
-                if ident not in cool or cool[ident][0] < until:
-                    cool[ident] = (until, reason, set_at)
-        users = []
-        for row in view.get("users", []):
-            models = tuple(m for m in (row.get("allowed_models") or "").split("|") if m)
-            users.append(User(row["id"], row["label"], bytes.fromhex(row["key_hash"]),
-                              row.get("rpm_limit"), row.get("tpd_limit"), models))
-        for row in view.get("pins", []):
+        full = view.get("full", True)
+        rows = view.get("keys")
+        if full or rows is not None:
+            self._apply_keys(rows or [], full, now)
+        touched: Iterable[int] = self.keys if full else view.get("touched") or [r["id"] for r in rows or ()]
+        touched = set(touched)
+        if full or "health" in view:
+            self._apply_health(view.get("health") or [], touched, full, now)
+        if full or "limits" in view:
+            self._apply_limits(view.get("limits") or [], touched, full, now)
+        if full or "users" in view:
+            users = []
+            for row in view.get("users") or []:
+                models = tuple(m for m in (row.get("allowed_models") or "").split("|") if m)
+                users.append(User(row["id"], row["label"], bytes.fromhex(row["key_hash"]),
+                                  row.get("rpm_limit"), row.get("tpd_limit"), models))
+            self.users, self._users_by_id = users, {u.id: u for u in users}
+        for row in view.get("pins") or []:
             self.pins[row["name"]] = row["key_id"]
             self.pins_seq = max(self.pins_seq, row["seq"])
-        if "usage_at" in view:
-            self._apply_usage(view)
-        self.keys, self.cool, self.users = keys, cool, users
+        if "usage" in view:
+            self._apply_usage(view, full, now)
 
-    def _apply_usage(self, view: dict[str, Any]) -> None:
-        sends: dict[tuple[int, str], list[float]] = {}
-        for row in view.get("key_sends", []):
-            sends.setdefault((row["key_id"], row["model"] or ""), []).append(row["started_at"])
-        users: dict[int, list[float]] = {}
-        for row in view.get("user_sends", []):
-            users.setdefault(row["user_id"], []).append(row["started_at"])
-        self.remote_sends, self.remote_user_sends = sends, users
-        self.tokens_today = {row["user_id"]: int(row["tokens"] or 0)
-                             for row in view.get("user_tokens", [])}
-        self.local_tokens = {}  # the database now holds what this worker had counted
+    def _apply_keys(self, rows: list[dict[str, Any]], full: bool, now: float) -> None:
+        seen = set()
+        for row in rows:
+            kid = row["id"]
+            seen.add(kid)
+            k = self.keys.get(kid)
+            if row.get("status") == "removed":
+                if k is not None:
+                    self._drop_key(k)
+                continue
+            updated = row.get("updated_at") or 0.0
+            if k is None:
+                k = self.keys[kid] = KeyState(
+                    id=kid, value=row["value"], masked=row["masked"], label=row.get("label"),
+                    status=row.get("status") or "active", invalid_reason=row.get("invalid_reason"),
+                    updated_at=updated, rpm_cap=row.get("rpm_cap"))
+            else:
+                # An operator action (enable, reset) gives the key a fresh score.
+                if updated > k.updated_at:
+                    k.window = []
+                invalid = row.get("invalid_reason")
+                # A death seen here but not yet in the view stays, unless the operator acted
+                # on the key after it (re-enable, reset).
+                if not (k.dead_at and invalid is None and updated < k.dead_at
+                        and now - k.dead_at < LOCAL_GRACE):
+                    k.invalid_reason, k.dead_at = invalid, None
+                if k.rpm_cap != row.get("rpm_cap"):
+                    k.rpm_cap = row.get("rpm_cap")
+                    self._forget_bounds(kid)
+                k.value, k.masked, k.label = row["value"], row["masked"], row.get("label")
+                k.status, k.updated_at = row.get("status") or "active", updated
+            self._set_usable(k, k.usable, now)
+        if full:
+            for k in [k for kid, k in self.keys.items() if kid not in seen]:
+                self._drop_key(k)
+
+    def _drop_key(self, k: KeyState) -> None:
+        self._set_usable(k, False, 0.0)
+        self.keys.pop(k.id, None)
+
+    def _apply_health(self, rows: list[dict[str, Any]], touched: set[int], full: bool,
+                      now: float) -> None:
+        fresh: dict[tuple[int, str], tuple[float, str, float]] = {}
+        for row in rows:
+            if row["cool_until"] > now:
+                fresh[(row["key_id"], row["model"])] = (row["cool_until"], row.get("reason") or "", 0.0)
+        # The rests of touched keys are replaced by the view, except rests seen here after
+        # the key's last operator change that the view does not show yet.
+        old = list(self.cool) if full else self._pairs_of(touched, self.cool)
+        for pair in old:
+            until, reason, set_at = self.cool.pop(pair)
+            k = self.keys.get(pair[0])
+            if set_at and until > now and k is not None and k.updated_at < set_at:
+                if pair not in fresh or fresh[pair][0] < until:
+                    fresh[pair] = (until, reason, set_at)
+        for pair, entry in fresh.items():
+            self.cool[pair] = entry
+            self._concern(*pair)
+        for pair in set(old) | set(fresh):
+            self._replace(pair[0], pair[1], now)
+
+    def _apply_limits(self, rows: list[dict[str, Any]], touched: set[int], full: bool,
+                      now: float) -> None:
+        fresh = held_by_pair(rows)
+        old = list(self.limits) if full else self._pairs_of(touched, self.limits)
+        for pair in old:
+            held = self.limits.pop(pair)
+            k = self.keys.get(pair[0])
+            for (kind, source), lim in held.items():
+                # A limit learned here and not yet written stays a little while.
+                if (source == "learned" and k is not None and lim.at > k.updated_at
+                        and now - lim.at < LOCAL_GRACE and (kind, source) not in fresh.get(pair, {})):
+                    fresh.setdefault(pair, {})[(kind, source)] = lim
+        for pair, held in fresh.items():
+            self.limits[pair] = held
+            self._limited.add(pair[0])
+            if pair[1]:
+                self._concern(*pair)
+        for kid in {pair[0] for pair in old} | {pair[0] for pair in fresh}:
+            self._forget_bounds(kid)
+
+    def _pairs_of(self, key_ids: set[int], table: dict[tuple[int, str], Any]) -> list[tuple[int, str]]:
+        """Return the (key, model) entries of `table` for `key_ids`, without walking the table."""
+        models = {*self._concerned, ""}
+        return [(kid, model) for model in models for kid in key_ids if (kid, model) in table]
+
+    def _apply_usage(self, view: dict[str, Any], full: bool, now: float) -> None:
+        day = view.get("usage_day") or self._today(now)
+        if full or view.get("usage_reset"):
+            for u in (*self.usage.values(), *self.user_usage.values()):
+                u.remote, u.r_day_sends, u.r_day_tin, u.r_day_tout = (), 0, 0, 0
+        if day != self._today(now):
+            return  # read just before midnight: the day it counts is over
+        for row in view["usage"]:
+            if row["key_id"]:
+                u = self._pair(row["key_id"], row["model"], now)
+            else:
+                u = self._user_use(row["user_id"], now)
+            u.remote = tuple(row["slots"])
+            u.r_day_sends = row["day_sends"]
+            u.r_day_tin, u.r_day_tout = row["day_tokens_in"], row["day_tokens_out"]
+            if row["key_id"]:
+                self._replace(row["key_id"], row["model"], now)
+
+    # ---- limits and rests as conditions on the per-model sets -------------------------------
+    def _forget_bounds(self, key_id: int) -> None:
+        now = self._clock()
+        for model, kids in list(self._concerned.items()):  # a few dozen models at most
+            if key_id in kids:
+                self._bounds.pop((key_id, model), None)
+                self._replace(key_id, model, now)
+
+    def bounds(self, k: KeyState, model: str) -> Bounds | None:
+        """Return the thresholds the pool paces (k, model) by, or None when it knows no limit.
+
+        For each kind the operator's limit for the model wins, then theirs for every model
+        (the RPM cap among them), then the one learned from Google.
+        """
+        if not k.rpm_cap and k.id not in self._limited:
+            return None  # the common case, kept out of the cache
+        cached = self._bounds.get((k.id, model), False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        own = self.limits.get((k.id, model)) or {}
+        every = (self.limits.get((k.id, "")) or {}) if model else {}
+        limits = in_force(own, every, k.rpm_cap)
+        out: list[int | None] = []
+        zero = 0.0
+        pace = WINDOW  # an operator's limit already leaves room; Google's own needs the slack
+        for kind in QUOTA_KINDS:
+            lim = limits.get(kind)
+            if lim is None:
+                out.append(None)
+            elif lim.value == 0:  # no quota for this model: until the day Google counts in ends
+                if lim.source == "learned":
+                    zero = max(zero, next_pacific_midnight(lim.at))
+                out.append(None)
+            else:
+                out.append(headroom(lim.value, lim.source))
+                if lim.source == "learned" and kind != "rpd":
+                    pace = PACE_WINDOW
+        found: Bounds | None = None
+        if zero or any(v is not None for v in out):
+            found = (out[0], out[1], out[2], zero, pace)
+        self._bounds[(k.id, model)] = found
+        self._concern(k.id, model)  # so that _forget_bounds finds it
+        return found
+
+    def rest_until(self, k: KeyState, model: str, now: float) -> float:
+        """Return when (k, model) can take a request again: 0.0 if it can now."""
+        until = 0.0
+        entry = self.cool.get((k.id, model))
+        if entry is not None and entry[0] > now:
+            until = entry[0]
+        b = self.bounds(k, model)
+        if b is None:
+            return until
+        rpm, rpd, tpm, zero, pace = b
+        if zero > now:
+            return max(until, zero)
+        u = self.usage.get((k.id, model))
+        if u is None:
+            return until
+        u.roll(self._today(now))
+        if rpd is not None and u.today() >= rpd:
+            until = max(until, self._day_end)
+        if rpm is not None or tpm is not None:
+            sends, tokens = u.minute(now, pace)
+            if rpm is not None and sends >= rpm:
+                until = max(until, u.free_at(now, rpm, False, pace))
+            if tpm is not None and tokens >= tpm:
+                until = max(until, u.free_at(now, tpm, True, pace))
+        return until
+
+    def _place(self, ms: ModelKeys, k: KeyState, model: str, now: float) -> None:
+        """Put a usable key in its model's set, or on its heap until it may return."""
+        until = self.rest_until(k, model, now)
+        kid = k.id
+        if until:
+            ms.avail.discard(kid)
+            if ms.resting.get(kid) != until:
+                ms.resting[kid] = until
+                heapq.heappush(ms.heap, (until, kid))
+        else:
+            ms.resting.pop(kid, None)
+            ms.avail.add(kid)
+
+    def _replace(self, key_id: int, model: str, now: float) -> None:
+        """Check (key, model) again after something about it changed."""
+        ms = self.models.get(model)
+        k = self.keys.get(key_id)
+        if ms is not None and k is not None and k.usable:
+            self._place(ms, k, model, now)
+
+    def _set_usable(self, k: KeyState, usable: bool, now: float) -> None:
+        if usable:
+            if k.id in self.usable:
+                return
+            self.usable.add(k.id)
+            for model, ms in self.models.items():
+                self._place(ms, k, model, now)
+        elif k.id in self.usable:
+            self.usable.discard(k.id)
+            for ms in self.models.values():
+                ms.avail.discard(k.id)
+                ms.resting.pop(k.id, None)
+
+    def _model(self, model: str, now: float) -> ModelKeys:
+        ms = self.models.get(model)
+        if ms is not None:
+            self.models.move_to_end(model)
+            if ms.heap and ms.heap[0][0] <= now:
+                self._due(ms, model, now)
+            return ms
+        # First choice for this model (or its set was evicted): every usable key, then the
+        # few with a rest, a limit or a use for it are checked.
+        ms = self.models[model] = ModelKeys(self.usable.items)
+        for kid in self._concerned.get(model, ()):
+            k = self.keys.get(kid)
+            if k is not None and k.usable:
+                self._place(ms, k, model, now)
+        if len(self.models) > MAX_MODELS:
+            self.models.popitem(last=False)
+        return ms
+
+    def _due(self, ms: ModelKeys, model: str, now: float) -> None:
+        heap = ms.heap
+        while heap and heap[0][0] <= now:
+            until, kid = heapq.heappop(heap)
+            if ms.resting.get(kid) != until:
+                continue  # stale: the rest changed since this entry was pushed
+            del ms.resting[kid]
+            k = self.keys.get(kid)
+            if k is not None and k.usable:
+                self._place(ms, k, model, now)
+
+    def _soonest(self, ms: ModelKeys, exclude: set[int] | frozenset[int]) -> float | None:
+        heap = ms.heap
+        while heap and ms.resting.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        if not heap:
+            return None
+        if heap[0][1] not in exclude:
+            return heap[0][0]
+        times = [until for kid, until in ms.resting.items() if kid not in exclude]
+        return min(times) if times else None
 
     # ---- user limits -------------------------------------------------------------------
     def admit(self, user: User, model: str, also: Iterable[str] = ()) -> Refusal | None:
@@ -242,28 +648,47 @@ class KeyPool:
             return Refusal(403, f"this key may not use {barred[0]}; it may use only: "
                                 f"{', '.join(user.allowed_models)}")
         now = self._clock()
-        if user.tpd_limit:
-            used = self.tokens_today.get(user.id, 0) + self.local_tokens.get(user.id, 0)
-            if used >= user.tpd_limit:
-                return Refusal(429, f"this key used its {user.tpd_limit} tokens for today "
-                                    "(the day ends at midnight Pacific)",
-                               next_pacific_midnight(now) - now, spent=True)
+        if not (user.tpd_limit or user.rpm_limit):
+            return None
+        u = self._user_use(user.id, now)
+        if user.tpd_limit and u.tokens_today() >= user.tpd_limit:
+            return Refusal(429, f"this key used its {user.tpd_limit} tokens for today "
+                                "(the day ends at midnight Pacific)", self._day_end - now,
+                           spent=True)
         if user.rpm_limit:
-            mine = self.local_user_sends.setdefault(user.id, deque())
-            while mine and mine[0] <= now - 60:
-                mine.popleft()
-            others = [t for t in self.remote_user_sends.get(user.id, ()) if t > now - 60]
-            if len(mine) + len(others) >= user.rpm_limit:
-                oldest = min([*mine, *others])
+            if u.minute(now)[0] >= user.rpm_limit:
                 return Refusal(429, f"this key is limited to {user.rpm_limit} requests per minute",
-                               max(0.5, oldest + 60 - now))
-            mine.append(now)
+                               max(0.5, u.free_at(now, user.rpm_limit, False) - now))
+            u.sends.append(now)
+            u.day_sends += 1
+            self._publish(now, 0, "", user.id, sends=1)
         return None
 
-    def add_tokens(self, user_id: int, tokens: int) -> None:
-        """Count tokens a finished request used against the user's daily limit."""
-        if tokens:
-            self.local_tokens[user_id] = self.local_tokens.get(user_id, 0) + tokens
+    def add_usage(self, user_id: int | None, key_id: int | None, model: str, tokens_in: int,
+                  tokens_out: int) -> None:
+        """Count the tokens a finished request used: against its key's and its user's limits."""
+        if not (tokens_in or tokens_out):
+            return
+        now = self._clock()
+        if key_id:
+            u = self._pair(key_id, model, now)
+            if tokens_in:
+                u.tokens.append((now, tokens_in))
+            u.day_tin += tokens_in
+            u.day_tout += tokens_out
+            self._publish(now, key_id, model, 0, tokens_in=tokens_in, tokens_out=tokens_out)
+            self._replace(key_id, model, now)
+        if user_id:
+            u = self._user_use(user_id, now)
+            u.day_tin += tokens_in
+            u.day_tout += tokens_out
+            self._publish(now, 0, "", user_id, tokens_in=tokens_in, tokens_out=tokens_out)
+
+    def _publish(self, now: float, key_id: int, model: str, user_id: int, *, sends: int = 0,
+                 tokens_in: int = 0, tokens_out: int = 0) -> None:
+        if self.writer is not None:
+            self.writer.usage(self.worker, self._day, now, key_id, model, user_id, sends,
+                              tokens_in, tokens_out)
 
     # ---- authentication ----------------------------------------------------------------
     def authenticate(self, presented: str | None) -> User | None:
@@ -281,20 +706,21 @@ class KeyPool:
     def user(self, user_id: int) -> User | None:
         """Return the active user with this id (None once disabled or removed)."""
         self.sync()
-        return next((u for u in self.users if u.id == user_id), None)
+        return self._users_by_id.get(user_id)
 
     # ---- choosing --------------------------------------------------------------------
     def cooling_until(self, key_id: int, model: str, now: float) -> float:
-        entry = self.cool.get((key_id, model))
-        return entry[0] if entry and entry[0] > now else 0.0
+        """Return when (key, model) can take a request again (0.0: now), rests and limits alike."""
+        k = self.keys.get(key_id)
+        return self.rest_until(k, model, now) if k is not None else 0.0
 
     def choose(self, model: str, exclude: set[int] | frozenset[int] = frozenset(),
                pinned: int | None = None) -> Choice:
         """Pick a key for `model`: weighted by success, spread by in-flight load.
 
-        Power of two choices: sample two usable keys and favour the better. Every worker
-        picking "the best key" would herd onto one key; two random candidates spread load
-        while still steering away from keys that fail.
+        Power of two choices: draw two keys from the model's available set and favour the
+        better. Every worker picking "the best key" would herd onto one key; two random
+        candidates spread load while still steering away from keys that fail.
         """
         self.sync()
         now = self._clock()
@@ -302,44 +728,64 @@ class KeyPool:
             k = self.keys.get(pinned)
             if k is None or not k.usable:
                 return NoKeys("the key that owns this file or cached content is not usable")
-            others = self.remote_sends.get((k.id, model), [])
-            wait = max(self.cooling_until(k.id, model, now),
-                       0.0 if k.under_cap(model, now, others) else k.next_slot(model, now, others))
-            return Cooling(wait - now, "the owning key is resting") if wait > now else k
-        candidates = []
-        soonest = None
-        for k in self.keys.values():
-            if not k.usable or k.id in exclude:
-                continue
-            until = self.cooling_until(k.id, model, now)
-            if not until and k.rpm_cap:
-                others = self.remote_sends.get((k.id, model), [])
-                if not k.under_cap(model, now, others):
-                    until = k.next_slot(model, now, others)
-            if until:
-                soonest = until if soonest is None else min(soonest, until)
-                continue
-            candidates.append(k)
-        if not candidates:
+            until = self.rest_until(k, model, now)
+            return Cooling(until - now, "the owning key is resting") if until else k
+        ms = self._model(model, now)
+        a, b = self._draw(ms.avail, exclude)
+        if a is None:
+            soonest = self._soonest(ms, exclude)
             if soonest is not None:
-                return Cooling(soonest - now, f"every key is resting for {model}")
-            if exclude:
+                return Cooling(soonest - now, f"every key is resting or has used its quota for {model}")
+            if exclude and len(self.usable):
                 return NoKeys("every usable key was tried")
             return NoKeys("no usable Google key: add one with `gemini-proxy keys add`")
-        if len(candidates) == 1:
-            return candidates[0]
-        a, b = self._rng.sample(candidates, 2)
-        sa = a.success_score() / (1 + a.inflight)
-        sb = b.success_score() / (1 + b.inflight)
+        ka = self.keys[a]
+        if b is None:
+            return ka
+        kb = self.keys[b]
+        sa = ka.success_score() / (1 + ka.inflight)
+        sb = kb.success_score() / (1 + kb.inflight)
         # Weighted, not "the better wins": with two keys a slightly worse one would
         # otherwise never be tried again and could never prove it recovered.
-        return a if self._rng.random() * (sa + sb) < sa else b
+        return ka if self._rng.random() * (sa + sb) < sa else kb
+
+    def _draw(self, avail: IdSet, exclude: set[int] | frozenset[int]) -> tuple[int | None, int | None]:
+        """Draw two distinct ids from `avail` that are not excluded (None where there are none)."""
+        items = avail.items
+        if exclude:
+            if len(items) <= 4 * len(exclude) + 8:  # few left: filter (retries only)
+                items = [kid for kid in items if kid not in exclude]
+            else:  # many: draw until outside `exclude` (rarely more than one more draw)
+                rnd = self._rng.random
+                n = len(items)
+                a = items[int(rnd() * n)]
+                while a in exclude:
+                    a = items[int(rnd() * n)]
+                b = items[int(rnd() * n)]
+                while b in exclude or b == a:
+                    b = items[int(rnd() * n)]
+                return a, b
+        n = len(items)
+        if n == 0:
+            return None, None
+        if n == 1:
+            return items[0], None
+        rnd = self._rng.random
+        i = int(rnd() * n)
+        j = int(rnd() * (n - 1))
+        return items[i], items[j + 1 if j >= i else j]
 
     # ---- outcomes --------------------------------------------------------------------
     def begin(self, key: KeyState, model: str) -> None:
-        """Note that a request to `model` is going out on `key`."""
+        """Note that a request to `model` is going out on `key`; count it against its limits."""
+        now = self._clock()
         key.inflight += 1
-        key.mark_sent(model, self._clock())
+        u = self._pair(key.id, model, now)
+        u.sends.append(now)
+        u.day_sends += 1
+        self._publish(now, key.id, model, 0, sends=1)
+        if self.bounds(key, model) is not None:
+            self._replace(key.id, model, now)
 
     def end(self, key: KeyState) -> None:
         key.inflight = max(0, key.inflight - 1)
@@ -357,23 +803,58 @@ class KeyPool:
         rid = current_request_id() if w else None  # the Logs pane opens that request
         if outcome.kind is Kind.KEY_DEAD:
             key.invalid_reason, key.dead_at = reason, now
+            self._set_usable(key, False, now)
             if w:
                 w.key_invalid(key.id, reason, now)
                 w.event("warning", f"key {key.masked} retired: {reason}",
                         status=outcome.status, key_id=key.id, model=model, request_id=rid)
             log.warning("key %s retired: %s", key.masked, reason)
-        elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY) and outcome.cool_until:
-            self.cool[(key.id, model)] = (outcome.cool_until, outcome.kind.value, now)
-            if w:
-                w.key_cooled(key.id, model, outcome.cool_until, outcome.kind.value, reason)
-                w.event("info", f"key {key.masked} resting for {model} "
-                        f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
-                        status=outcome.status, key_id=key.id, model=model, request_id=rid)
+        elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY):
+            self._refund(key, model, now)
+            if outcome.quotas:
+                self._learn(key, model, outcome.quotas, now, rid)
+            if outcome.cool_until:
+                self.cool[(key.id, model)] = (outcome.cool_until, outcome.kind.value, now)
+                self._concern(key.id, model)
+                if w:
+                    w.key_cooled(key.id, model, outcome.cool_until, outcome.kind.value, reason)
+                    w.event("info", f"key {key.masked} resting for {model} "
+                            f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
+                            status=outcome.status, key_id=key.id, model=model, request_id=rid)
+            self._replace(key.id, model, now)
         elif outcome.kind is Kind.UPSTREAM and w:
             w.event("warning", f"upstream trouble on key {key.masked}: {reason}",
                     status=outcome.status, key_id=key.id, model=model, request_id=rid)
         if w:
             w.key_used(key.id, now, None if outcome.kind is Kind.OK else reason)
+
+    def _refund(self, key: KeyState, model: str, now: float) -> None:
+        """Take back the send a 429 refused: Google did not count it against the quota."""
+        u = self._pair(key.id, model, now)
+        if u.sends:
+            u.sends.pop()
+        u.day_sends -= 1
+        self._publish(now, key.id, model, 0, sends=-1)
+
+    def _learn(self, key: KeyState, model: str, quotas: tuple[tuple[str, int], ...], now: float,
+               rid: str | None) -> None:
+        """Remember the limits a 429 named for (key, model) and tell the other workers."""
+        held = self.limits.setdefault((key.id, model), {})
+        self._limited.add(key.id)
+        for kind, value in quotas:
+            if kind not in QUOTA_KINDS:
+                continue
+            before = held.get((kind, "learned"))
+            held[(kind, "learned")] = Limit(value, "learned", now)
+            self._concern(key.id, model)
+            if self.writer is not None:
+                self.writer.limit_learned(key.id, model, kind, value, now)
+                if before is None or before.value != value:
+                    what = ("no quota for this model (limit 0) until midnight Pacific" if value == 0
+                            else f"{value} {QUOTA_NAMES[kind]}")
+                    self.writer.event("info", f"key {key.masked} limit learned for {model}: {what}",
+                                      status=429, key_id=key.id, model=model, request_id=rid)
+        self._forget_bounds(key.id)
 
     # ---- counts for health and metrics ---------------------------------------------------
     def cooling_pairs(self) -> int:
@@ -386,21 +867,59 @@ class KeyPool:
         self.sync()
         now = self._clock()
         cooling_ids = {kid for (kid, _), (until, _, _) in self.cool.items() if until > now}
-        usable = sum(1 for k in self.keys.values() if k.usable)
-        return {"usable": usable,
-                "cooling": sum(1 for k in self.keys.values() if k.usable and k.id in cooling_ids),
+        return {"usable": len(self.usable),
+                "cooling": sum(1 for kid in cooling_ids if kid in self.usable),
                 "dead": sum(1 for k in self.keys.values() if k.invalid_reason),
                 "disabled": sum(1 for k in self.keys.values() if k.status == "disabled")}
 
+    def budget(self) -> dict[str, dict[str, int]]:
+        """Return, per model with known daily limits, the requests left today across keys.
+
+        {model: {"limit": sum of daily limits, "used": requests today on those keys,
+        "left": what remains, "keys": keys with a known daily limit, "no_quota": keys
+        with none for the model today}}. Not for the request path: it walks every pair.
+        """
+        now = self._clock()
+        self._today(now)
+        out: dict[str, dict[str, int]] = {}
+        for (kid, model), held in list(self.limits.items()):
+            k = self.keys.get(kid)
+            if not model or k is None or not k.usable:
+                continue
+            b = self.bounds(k, model)
+            if b is None:
+                continue
+            m = out.setdefault(model, {"limit": 0, "used": 0, "left": 0, "keys": 0, "no_quota": 0})
+            if b[3] > now:
+                m["no_quota"] += 1
+                continue
+            lim = in_force(held, self.limits.get((kid, "")) or {}, k.rpm_cap).get("rpd")
+            if lim is None or not lim.value:
+                continue
+            u = self.usage.get((kid, model))
+            if u is not None:
+                u.roll(self._day)
+            used = u.today() if u is not None else 0
+            m["keys"] += 1
+            m["limit"] += lim.value
+            m["used"] += min(used, lim.value)
+            m["left"] += max(0, lim.value - used)
+        return out
+
 
 class Refresher:
-    """Read the pool view from the database on a real OS thread, about once a second."""
+    """Read what changed in the database on a real OS thread, about once a second.
 
-    def __init__(self, pool: KeyPool, load: Callable[[int], dict[str, Any]], interval: float = 1.0):
+    Under gevent the change is applied by a callback on the hub, between requests, so no
+    request waits for it; elsewhere the pool's next use applies it.
+    """
+
+    def __init__(self, pool: KeyPool, load: Callable[[], dict[str, Any]], interval: float = 1.0):
         self.pool = pool
         self.load = load
         self.interval = interval
         self._stop = False
+        self._hub_loop: Any = None
         # When (time.monotonic) the read behind the last view offered began: the sync
         # point `await_view` waits on.
         self.read_began = 0.0
@@ -410,7 +929,8 @@ class Refresher:
         self._wake.acquire()
 
     def start(self) -> None:
-        realthread.start(self._run)
+        self._hub_loop = _gevent_loop()
+        realthread.start(self._run, "pool-refresh")
 
     def stop(self) -> None:
         self._stop = True
@@ -438,13 +958,41 @@ class Refresher:
         self.pool.sync()
         return True
 
+    def _apply(self) -> None:
+        try:
+            self.pool.sync()
+        except Exception:  # never let a bad view take the hub down
+            log.exception("pool refresh could not be applied")
+
     def _run(self) -> None:
         while not self._stop:
             began = time.monotonic()
             try:
-                self.pool.offer(self.load(self.pool.pins_seq))
+                view = self.load()
+                if _news(view):  # a quiet second hands nothing over
+                    self.pool.offer(view)
+                    if self._hub_loop is not None:
+                        self._hub_loop.run_callback_threadsafe(self._apply)
                 # Set after the offer: whoever sees the new time finds the view pending.
                 self.read_began = began
             except Exception:  # keep serving from the last good view
                 log.exception("pool refresh failed")
             self._wake.acquire(timeout=self.interval)
+
+
+def _news(view: dict[str, Any]) -> bool:
+    """Whether a view read from the database changes anything for the pool."""
+    return bool(view.get("full", True) or view.get("usage_reset")
+                or any(part in view for part in ("keys", "touched", "health", "limits", "users"))
+                or view.get("pins") or view.get("usage"))
+
+
+def _gevent_loop() -> Any:
+    """Return the gevent hub's loop when this process runs under gevent's patches, else None."""
+    try:
+        from gevent import get_hub, monkey
+    except ImportError:  # pragma: no cover
+        return None
+    if not monkey.is_module_patched("threading"):
+        return None
+    return get_hub().loop

@@ -15,12 +15,13 @@ class SettingsError(ValueError):
 
 def _pipe_list(raw: str) -> list[str]:
     """Split a pipe- (or comma-/newline-) separated list, dropping blanks and duplicates."""
-    items: list[str] = []
+    # A dict keeps order and finds duplicates in O(1): GOOGLE_KEYS may hold 10,000 keys.
+    items: dict[str, None] = {}
     for part in raw.replace("\n", "|").replace(",", "|").split("|"):
         part = part.strip()
-        if part and part not in items:
-            items.append(part)
-    return items
+        if part:
+            items.setdefault(part, None)
+    return list(items)
 
 
 def _aliases(raw: str) -> dict[str, str]:

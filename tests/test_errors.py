@@ -109,3 +109,43 @@ def test_transport_failures():
 
     assert transport_failure(requests.ConnectTimeout("x")).status == 504
     assert transport_failure(requests.ConnectionError("x")).kind is Kind.UPSTREAM
+
+
+@pytest.mark.parametrize("per, kind, cls", [("minute", "rpm", Kind.RATE_MINUTE), ("day", "rpd", Kind.RATE_DAY),
+                                             ("tokens", "tpm", Kind.RATE_MINUTE)])
+def test_a_429_names_the_quota_and_its_limit(per, kind, cls):
+    from proxy.fake import errors as fake_errors
+
+    status, body = fake_errors.quota("gemini-2.5-pro", per=per, limit=250, retry_s=12)
+    out = classify(status, json.dumps(body), now=NOW)
+    assert out.kind is cls and out.quotas == ((kind, 250),) and not out.no_quota
+
+
+def test_limit_zero_is_no_quota_until_midnight_whatever_the_period():
+    from proxy.fake import errors as fake_errors
+
+    status, body = fake_errors.quota("gemini-2.5-pro", per="minute", limit=0, retry_s=30)
+    out = classify(status, json.dumps(body), now=NOW)
+    assert out.kind is Kind.RATE_DAY and out.no_quota and out.quotas == (("rpm", 0),)
+    assert out.cool_until == next_pacific_midnight(NOW)
+
+
+def test_quota_limits_from_the_message_when_values_are_missing():
+    message = ("You exceeded your current quota.\n* Quota exceeded for metric: "
+               "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count, "
+               "limit: 250000, model: gemini-2.5-flash\nPlease retry in 3s.")
+    # no details at all: the token metric says its kind; a request metric alone would not
+    out = classify(429, google_error(429, "RESOURCE_EXHAUSTED", message), now=NOW)
+    assert out.quotas == (("tpm", 250000),) and out.kind is Kind.RATE_MINUTE
+    # a violation without quotaValue takes the message's limit for its metric
+    body = json.dumps({"error": {"code": 429, "message": "x, limit: 15, model: m", "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}})
+    assert classify(429, body, now=NOW).quotas == (("rpm", 15),)
+    # nonsense values teach nothing
+    body = json.dumps({"error": {"code": 429, "message": "x", "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+            {"quotaId": "GenerateRequestsPerDayPerProjectPerModel", "quotaValue": "-3"},
+            {"quotaId": "Unknown", "quotaValue": "7"}]}]}})
+    out = classify(429, body, now=NOW)
+    assert out.quotas == () and out.kind is Kind.RATE_DAY

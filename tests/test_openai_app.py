@@ -187,7 +187,7 @@ def test_requests_are_recorded_with_dialect(app, client, fake):
 
 def test_rejected_and_untranslatable_requests(app_factory, fake):
     for key in GOOGLE_KEYS:
-        fake.set_key(key, rpm=0, retry_delay_s=30)
+        fake.set_key(key, mode="tpm", retry_delay_s=30)  # per-minute 429s
     app = app_factory(cooling_wait=0)
     client = app.test_client()
     body = {"model": FLASH, "messages": [{"role": "user", "content": "x"}]}

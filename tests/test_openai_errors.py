@@ -23,7 +23,7 @@ def sdk(proxy, **kw):
 
 def test_all_keys_rate_limited_is_429_with_retry_after(live_factory, fake):
     for key in GOOGLE_KEYS:
-        fake.set_key(key, rpm=0, retry_delay_s=30)
+        fake.set_key(key, mode="tpm", retry_delay_s=30)  # per-minute 429s
     proxy = live_factory(MAX_COOLDOWN_WAIT="0")
     client = sdk(proxy)
     # first request: every key answers 429 upstream; the last answer is relayed

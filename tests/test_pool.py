@@ -188,3 +188,182 @@ def test_summary_counts():
     pool.report(pool.keys[1], "m", Outcome(Kind.KEY_DEAD, 400, "dead"))
     pool.report(pool.keys[2], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 9))
     assert pool.summary() == {"usable": 2, "cooling": 1, "dead": 1, "disabled": 0}
+
+
+# ---- the per-model available sets ---------------------------------------------------------
+
+def big(n, seed=3):
+    clock = Clock()
+    pool = KeyPool(RecordingWriter(), rng=random.Random(seed), clock=clock, worker="me")
+    pool.apply(view(n))
+    return pool, clock
+
+
+def test_choosing_never_walks_the_keys(monkeypatch):
+    pool, clock = big(5000)
+    for i in range(1, 40):  # some rest, some are capped: conditions, not scans
+        pool.report(pool.keys[i], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 30))
+    looked = Counter()
+    real = KeyPool.rest_until
+
+    def counted(self, k, model, now):
+        looked["rest_until"] += 1
+        return real(self, k, model, now)
+
+    monkeypatch.setattr(KeyPool, "rest_until", counted)
+    monkeypatch.setattr(type(pool.keys[1]), "usable", property(
+        lambda k: looked.update(["usable"]) or (k.status == "active" and k.invalid_reason is None)))
+    pool.choose("m")  # the first choice for a model builds its set once
+    looked.clear()
+    picks = Counter(pool.choose("m").id for _ in range(2000))
+    assert sum(looked.values()) == 0
+    assert not set(picks) & set(range(1, 40))
+    assert len(picks) > 1500  # spread, no herding
+
+
+def test_a_rest_ends_by_its_timer_without_a_refresh():
+    pool, clock = make(2)
+    pool.report(pool.keys[1], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 30))
+    assert {pool.choose("m").id for _ in range(50)} == {2}
+    clock.t += 30.5
+    assert 1 in {pool.choose("m").id for _ in range(50)}
+    assert pool.models["m"].heap == []
+
+
+def test_a_429_teaches_limits_and_gives_back_its_send():
+    pool, clock = make(2)
+    k = pool.keys[1]
+    pool.begin(k, "m")
+    pool.report(k, "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 5, (("rpm", 2), ("tpm", 99))))
+    pool.end(k)
+    assert ("limit_learned", (1, "m", "rpm", 2, clock.t), {}) in pool.writer.calls
+    assert pool.usage[(1, "m")].today() == 0  # Google did not count the refused call
+    assert pool.bounds(k, "m")[:3] == (2, None, 98)  # a learned limit keeps a 2% margin
+    clock.t += 6  # rest over; two sends in a minute is the limit
+    for _ in range(2):
+        pool.begin(k, "m")
+        pool.end(k)
+    assert {pool.choose("m").id for _ in range(50)} == {2}
+    clock.t += 62
+    assert 1 in {pool.choose("m").id for _ in range(50)}
+
+
+def test_no_quota_keeps_the_pair_out_until_midnight_pacific():
+    from proxy.store.util import next_pacific_midnight
+
+    pool, clock = make(2)
+    pool.report(pool.keys[1], "pro", Outcome(Kind.RATE_DAY, 429, "limit: 0", None, (("rpm", 0),)))
+    midnight = next_pacific_midnight(clock.t)
+    assert pool.cooling_until(1, "pro", clock.t) == midnight
+    assert {pool.choose("pro").id for _ in range(50)} == {2}
+    assert 1 in {pool.choose("flash").id for _ in range(50)}
+    clock.t = midnight + 1
+    assert 1 in {pool.choose("pro").id for _ in range(50)}
+
+
+def test_daily_limit_counts_other_workers_use():
+    pool, clock = make(2)
+    pool.apply({"full": False, "touched": [1], "keys": [],
+                "limits": [{"key_id": 1, "model": "m", "kind": "rpd", "source": "learned",
+                            "value": 10, "learned_at": clock.t}]})
+    for _ in range(4):
+        pool.begin(pool.keys[1], "m")
+    assert 1 in {pool.choose("m").id for _ in range(50)}
+    from proxy.store.util import pacific_day
+
+    pool.apply({"full": False, "usage_day": pacific_day(clock.t), "usage": [
+        {"key_id": 1, "model": "m", "user_id": 0, "slots": (), "day_sends": 6, "day_tokens_in": 0,
+         "day_tokens_out": 0}]})
+    choice = {pool.choose("m").id for _ in range(50)}
+    assert choice == {2}  # 4 here + 6 elsewhere = its 10 for the day
+
+
+def test_per_minute_cap_counts_other_workers_recent_sends():
+    from proxy.store.util import pacific_day
+
+    pool, clock = make(1)
+    v = view(1)
+    v["keys"][0]["rpm_cap"] = 3
+    pool.apply(v)
+    slot = clock.t - clock.t % 5
+    pool.apply({"full": False, "usage_day": pacific_day(clock.t), "usage": [
+        {"key_id": 1, "model": "m", "user_id": 0, "slots": ((slot, 2, 0),), "day_sends": 2,
+         "day_tokens_in": 0, "day_tokens_out": 0}]})
+    k = pool.choose("m")
+    pool.begin(k, "m")
+    choice = pool.choose("m")
+    assert isinstance(choice, Cooling) and 55 < choice.retry_after <= 65
+    clock.t += 66
+    assert pool.choose("m").id == 1
+
+
+def test_a_change_view_touches_only_the_keys_it_names():
+    pool, clock = make(3)
+    pool.report(pool.keys[3], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 60))
+    changed = dict(view(3)["keys"][1], status="disabled", updated_at=clock.t + 1)
+    clock.t += 1
+    pool.apply({"full": False, "keys": [changed], "touched": [2], "health": [], "limits": []})
+    assert {pool.choose("m").id for _ in range(50)} == {1}  # 2 disabled, 3 still resting
+    gone = dict(view(3)["keys"][0], status="removed")
+    pool.apply({"full": False, "keys": [gone], "touched": [1], "health": [], "limits": []})
+    assert 1 not in pool.keys and isinstance(pool.choose("m"), Cooling)
+
+
+def test_sets_of_many_models_stay_bounded():
+    from proxy.pool import MAX_MODELS
+
+    pool, _ = make(3)
+    for i in range(MAX_MODELS + 10):
+        assert pool.choose(f"model-{i}").id in (1, 2, 3)
+    assert len(pool.models) == MAX_MODELS
+
+
+def test_users_minute_limit_counts_other_workers():
+    from proxy.pool import User
+    from proxy.store.util import pacific_day
+
+    pool, clock = make(1)
+    alice = User(7, "alice", b"", rpm_limit=3)
+    slot = clock.t - clock.t % 5
+    pool.apply({"full": False, "usage_day": pacific_day(clock.t), "usage": [
+        {"key_id": 0, "model": "", "user_id": 7, "slots": ((slot, 2, 0),), "day_sends": 2,
+         "day_tokens_in": 0, "day_tokens_out": 0}]})
+    assert pool.admit(alice, "m") is None
+    refused = pool.admit(alice, "m")
+    assert refused is not None and refused.status == 429
+
+
+def test_under_gevent_a_refresh_is_applied_on_the_hub_not_in_a_request():
+    """The refresher hands its read to the hub; no request has to call sync() to apply it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        from gevent import monkey; monkey.patch_all()
+        import gevent
+        from proxy.pool import KeyPool, Refresher
+        pool = KeyPool(None)
+        views = iter([{"keys": [{"id": 1, "value": "fake-key-0001", "masked": "m", "status": "active"}]}])
+        refresher = Refresher(pool, lambda: next(views, {"full": False, "usage": []}), 0.05)
+        refresher.start()
+        for _ in range(200):
+            if pool.keys:
+                break
+            gevent.sleep(0.01)   # only the hub runs: nobody calls sync()
+        refresher.stop()
+        print(sorted(pool.keys), len(pool._pending))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["[1]", "0"], done.stderr
+
+
+def test_a_change_view_keeps_rests_of_calls_without_a_model_apart():
+    pool, clock = make(2)
+    pool.report(pool.keys[1], "", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 30))
+    pool.report(pool.keys[1], "m", Outcome(Kind.RATE_MINUTE, 429, "x", clock.t + 30))
+    clock.t += 1
+    changed = dict(view(2)["keys"][0], label="renamed")
+    pool.apply({"full": False, "keys": [changed], "touched": [1], "health": [], "limits": []})
+    assert pool.cooling_until(1, "", clock.t) and pool.cooling_until(1, "m", clock.t)  # seen here, kept
+    assert pool.keys[1].label == "renamed"

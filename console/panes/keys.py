@@ -11,22 +11,28 @@ from textual.widgets import DataTable, Static
 
 from proxy.store import add_key, disable_key, enable_key, remove_key, reset_key
 from proxy.store.keys import set_rpm_cap
+from proxy.store.limits import forget_learned
 
 from ..fmt import ago, count, pct, span
 from ..modals import AddKeyScreen, CapScreen, ConfirmScreen
 from ..probe import ProbeResult
-from ..table import Cell, Column
+from ..table import Cell, Column, text_matcher
 from .base import Job, Pane, Sorted
+
+# Rows shown at once: a pool of 10,000 keys is sorted and filtered whole, then shown a page
+# at a time, so the table (and each refresh of it) stays the size of a screenful or two.
+PAGE = 200
 
 COLUMNS = [
     Column("key", "key", 9),
-    Column("label", "label", 9),
+    Column("label", "label", 8),
     Column("state", "state", 8),
     Column("ok", "ok%", 4, right=True),
     Column("tries", "tries", 6, right=True),
     Column("errors", "err5/60", 7, right=True),
-    Column("cap", "cap", 5, right=True),
-    Column("cooling", "cooling", 13),
+    Column("cap", "rpm", 5, right=True),
+    Column("day", "today", 7, right=True),
+    Column("cooling", "cooling", 9, flex=1, max_width=18),
     Column("error", "last error", 40),
     # Shown from about 90 columns: at 80 the health and error columns need the room.
     Column("used", "used", 0, right=True, flex=1, max_width=4),
@@ -44,7 +50,13 @@ def _failed(k: dict[str, Any], window: str) -> int:
 
 
 def _cap_use(k: dict[str, Any]) -> float:
-    return (k["rpm_used"] or 0) / k["rpm_cap"] if k["rpm_cap"] else -1
+    return (k["rpm_used"] or 0) / k["rpm_limit"] if k.get("rpm_limit") else -1
+
+
+def _day_use(k: dict[str, Any]) -> float:
+    if k.get("no_quota") and not k.get("day_limit"):
+        return 2.0
+    return (k["day_used"] or 0) / k["day_limit"] if k.get("day_limit") else -1
 
 
 SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -55,13 +67,14 @@ SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "tries": lambda k: k["attempts_today"],
     "errors": lambda k: (_failed(k, "5m"), _failed(k, "60m")),
     "cap": _cap_use,
+    "day": _day_use,
     "cooling": lambda k: max((c["cool_until"] for c in k["cooldowns"]), default=0),
     "error": lambda k: k["last_error"] or "",
     "used": lambda k: k["last_used_at"] or 0,
     "tokens": lambda k: k["tokens_today"],
 }
 # Counts and times read best biggest/latest first; names and states in order.
-DESCENDING = {"ok", "tries", "errors", "cap", "cooling", "used", "tokens"}
+DESCENDING = {"ok", "tries", "errors", "cap", "day", "cooling", "used", "tokens"}
 
 
 def cooling_text(cooldowns: list[dict[str, Any]], now: float) -> str:
@@ -88,7 +101,7 @@ def key_cells(k: dict[str, Any], now: float) -> tuple[Cell, ...]:
     rate_style = "" if rate is None else "green" if rate >= 0.9 else "yellow" if rate >= 0.5 else "red"
     error = k["invalid_reason"] if k["state"] == "dead" else k["last_error"]
     short, long = _failed(k, "5m"), _failed(k, "60m")
-    cap = k["rpm_cap"]
+    cap = k.get("rpm_limit", k["rpm_cap"])
     return (
         k["masked"],
         k["label"] or "",
@@ -98,11 +111,48 @@ def key_cells(k: dict[str, Any], now: float) -> tuple[Cell, ...]:
         (f"{count(short)}/{count(long)}", "bold red" if short else "red" if long else "dim"),
         (f"{k['rpm_used'] or 0}/{cap}" if cap else "—",
          "dim" if not cap else "yellow" if (k["rpm_used"] or 0) >= cap else ""),
+        day_cell(k),
         (cooling_text(k["cooldowns"], now), "yellow"),
         (error or "", "red" if k["state"] in ("dead", "sick") else "dim"),
         ago(k["last_used_at"], now) if k["last_used_at"] else "—",
         count(k["tokens_today"]),
     )
+
+
+def day_cell(k: dict[str, Any]) -> Cell:
+    """Return requests today against the daily limit closest to being spent, or "no quota"."""
+    limit = k.get("day_limit")
+    if limit:
+        used = k["day_used"] or 0
+        return (f"{count(used)}/{count(limit)}", "bold red" if used >= limit else
+                "yellow" if used >= limit * 0.9 else "")
+    if k.get("no_quota"):
+        return ("no quota", "red")
+    return ("—", "dim")
+
+
+def quota_parts(quotas: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Return one (text, style) per model: `2.5-flash day 12/250 min 3/10 tok 1.2k/250k`.
+
+    Limits come from Google's 429s (learned) or the operator; "no quota" is a model the
+    key's tier has none for today.
+    """
+    out = []
+    for q in quotas:
+        model = q["model"].removeprefix("gemini-")
+        if q["no_quota"]:
+            out.append((f"{model} no quota", "red"))
+            continue
+        text = f"{model} day {_of(q['today'], q['rpd'])} min {_of(q['minute'], q['rpm'])}"
+        if q["tpm"] or q["tokens_minute"]:
+            text += f" tok {_of(q['tokens_minute'], q['tpm'])}"
+        spent = (q["rpd"] and q["today"] >= q["rpd"]) or (q["rpm"] and q["minute"] >= q["rpm"])
+        out.append((text, "yellow" if spent else ""))
+    return out
+
+
+def _of(used: int, limit: int | None) -> str:
+    return f"{count(used)}/{count(limit)}" if limit else count(used)
 
 
 class KeysPane(Sorted, Pane):
@@ -117,9 +167,13 @@ class KeysPane(Sorted, Pane):
         "Google's daily quotas reset. ok%: successes against rate limits, dead-key and upstream",
         "failures, last 15 minutes. err5/60: failed tries in the last 5 and 60 minutes (the",
         "panel below splits them by class). sick: most of the last 5 minutes' tries failed",
-        "(5xx, timeouts, dead answers); rate limits show as cooling instead. cap: tries this",
-        "minute on the key's busiest model / its requests-per-minute cap per model.",
+        "(5xx, timeouts, dead answers); rate limits show as cooling instead. rpm: tries this",
+        "minute on the key's busiest model / its requests-per-minute limit (the cap you set, else",
+        "the one learned from Google's 429s). today: requests Google counted today on the model",
+        "closest to its daily limit / that limit; no quota: the key's tier has none for a model",
+        "(the panel lists every model). The pool paces each key below these limits.",
         "Changes reach the running proxy within about a second (it re-reads keys), no restart.",
+        f"A big pool is shown {PAGE} keys at a time: ] and [ turn the page; / and s work on all.",
     ]
     BINDINGS = [
         Binding("a", "add", "Add", tooltip="add a key (a form; the key is hidden as you type)"),
@@ -131,7 +185,13 @@ class KeysPane(Sorted, Pane):
         Binding("R", "reset", "Reset", key_display="R",
                 tooltip="reset: clear dead mark, cooldowns, errors, stats (asks)"),
         Binding("c", "cap", "Cap", tooltip="cap the requests per minute sent with this key, per model (0 lifts it)"),
+        Binding("L", "forget", "Forget limits", key_display="L",
+                tooltip="forget the limits learned from Google for this key (asks)"),
         Binding("s", "sort", "Sort", tooltip="sort by the next column"),
+        Binding("right_square_bracket", "page(1)", "Next page", key_display="]", show=False,
+                tooltip="next page of keys"),
+        Binding("left_square_bracket", "page(-1)", "Previous page", key_display="[", show=False,
+                tooltip="previous page of keys"),
         Binding("S", "reverse", "Reverse the sort", key_display="S", show=False),
     ]
 
@@ -139,7 +199,11 @@ class KeysPane(Sorted, Pane):
         super().__init__(id=id)
         self.sort_column = "key"
         self.descending = False
-        self.key_rows: list[dict[str, Any]] = []
+        self.key_rows: list[dict[str, Any]] = []  # the page shown, in order
+        self.all_keys: list[dict[str, Any]] = []  # every key of the last read
+        self.matched = 0  # keys the filter lets through (all of them without one)
+        self.page = 0
+        self.next_read = 0.0  # time.monotonic() before which the keys are not read again
         self.probes: dict[int, ProbeResult] = {}
         self.probing: set[int] = set()
         self.now = time.time()
@@ -152,13 +216,36 @@ class KeysPane(Sorted, Pane):
         self.set_info((" reading keys…", "dim"))
 
     def job(self) -> Job | None:
-        return lambda reader: (time.time(), reader.keys())
+        # Reading 10,000 keys' figures takes a good part of a second: a big pool is read at
+        # most a quarter of the time (sorting, filtering and paging use the last read).
+        if self.all_keys and time.monotonic() < self.next_read:
+            return None
+
+        def read(reader: Any) -> tuple[float, list[dict[str, Any]]]:
+            began = time.monotonic()
+            data = (time.time(), reader.keys())
+            self.next_read = time.monotonic() + 3 * (time.monotonic() - began)
+            return data
+
+        return read
 
     def show(self, data: tuple[float, list[dict[str, Any]]]) -> None:
         self.now, keys = data
-        self.key_rows = sorted(keys, key=SORTS[self.sort_column], reverse=self.descending)
+        self.all_keys = keys
+        rows = sorted(keys, key=SORTS[self.sort_column], reverse=self.descending)
+        match = text_matcher(self.filter_line)
+        if match is not None:
+            rows = [k for k in rows if match(key_cells(k, self.now))]
+        self.matched = len(rows)
+        pages = max(1, -(-len(rows) // PAGE))
+        self.page = min(self.page, pages - 1)
+        self.key_rows = rows[self.page * PAGE:(self.page + 1) * PAGE]
         self.table.sync([(str(k["id"]), key_cells(k, self.now)) for k in self.key_rows])
         states = [k["state"] for k in keys]
+        where = []
+        if pages > 1:
+            first = self.page * PAGE + 1
+            where = [(f"   {first}–{first + len(self.key_rows) - 1} of {len(rows)} (] [ page)", "cyan")]
         self.set_info(
             (f" {len(keys)}", "bold"), " keys: ",
             (f"{states.count('usable')} usable", "green"), " · ",
@@ -167,8 +254,30 @@ class KeysPane(Sorted, Pane):
             (f"{states.count('dead')} dead", "red"), " · ",
             (f"{states.count('disabled')} disabled", "dim"),
             (f"   sort: {self.sort_column} {'▼' if self.descending else '▲'}", "dim"),
+            *where,
         )
         self.show_detail()
+
+    def apply_filter(self, line: str) -> None:
+        """Filter every key, not only the page shown (the rows are matched in `show`)."""
+        self.filter_line = " ".join(line.split())
+        self.page = 0
+        self._resort()
+        self.changed()
+
+    def filter_parts(self) -> list[tuple[str, str] | str]:
+        if not self.filter_line:
+            return []
+        return [(" · filter: ", "dim"), (self.filter_line, "bold cyan"),
+                (f" ({self.matched} of {len(self.all_keys)})", "dim")]
+
+    def action_page(self, step: int) -> None:
+        pages = max(1, -(-self.matched // PAGE))
+        page = min(max(0, self.page + step), pages - 1)
+        if page != self.page:
+            self.page = page
+            self._resort()
+            self.table.move_cursor(row=0, animate=False)
 
     def current(self) -> dict[str, Any] | None:
         """Return the key under the cursor."""
@@ -201,6 +310,12 @@ class KeysPane(Sorted, Pane):
             out.append(f"{' ·' if window == '60m' else ''} {window}: ", style="dim")
             out.append(failures_text(failed), style="red" if failed else "")
             out.append(f" of {count(k[f'attempts_{window}'])}", style="dim")
+        quotas = quota_parts(k.get("quotas") or [])
+        if quotas:
+            out.append("\nquota: ", style="dim")
+            for i, (text, style) in enumerate(quotas):
+                out.append(" · " if i else "", style="dim")
+                out.append(text, style=style)
         if k["cooldowns"]:
             out.append("\ncooling: ", style="yellow")
             out.append(", ".join(
@@ -214,6 +329,7 @@ class KeysPane(Sorted, Pane):
                 out.append(f" ({k['rpm_used_model']})", style="dim")
         else:
             out.append("no rpm cap (c sets one)", style="dim")
+
         if k["last_error"]:
             out.append("\nlast error: ", style="dim")
             out.append(k["last_error"])
@@ -300,6 +416,20 @@ class KeysPane(Sorted, Pane):
 
         self.app.push_screen(CapScreen(self._key_name(k), k["rpm_cap"]), chosen)
 
+    def action_forget(self) -> None:
+        k = self._target()
+        if not k or self.host.refuse("forget limits"):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.host.act(f"forget learned limits of {self._key_name(k)}", forget_learned, str(k["id"]))
+
+        self.app.push_screen(ConfirmScreen(
+            f"Forget the limits learned for {self._key_name(k)}?\n\nThe pool learns them again from "
+            "Google's next 429; \"no quota\" marks go too, so those models are tried again now. "
+            "Limits you set (c) stay.", "forget"), answered)
+
     def action_probe(self) -> None:
         k = self._target()
         if not k or self.host.refuse("probe"):
@@ -316,5 +446,5 @@ class KeysPane(Sorted, Pane):
 
     def _resort(self) -> None:
         self.table.mark_column(self.sort_column, "▼" if self.descending else "▲")
-        if self.key_rows:
-            self.show((self.now, self.key_rows))
+        if self.all_keys:
+            self.show((self.now, self.all_keys))

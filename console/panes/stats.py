@@ -73,6 +73,31 @@ FAILURE_NAMES = {"rate_limited": "rate-limited", "key_dead": "key dead", "upstre
                  "client_error": "client", "rejected": "refused"}
 
 
+def budget_text(budget: list[dict[str, Any]]) -> Text:
+    """Return the daily quota left per model: `gemini-2.5-pro: 412 of 1,000 left today across 10 keys`."""
+    line = Text(" quota today: ", style="dim", no_wrap=True, overflow="ellipsis")
+    shown = [m for m in budget if m["keys"] or m["no_quota"] or m["unknown"]]
+    if not shown:
+        line.append("no daily limits known yet (the pool learns them from Google's 429s)", style="dim")
+        return line
+    for i, m in enumerate(shown):
+        if i:
+            line.append(" · ", style="dim")
+        line.append(f"{m['model']}: ", style="bold")
+        if m["keys"]:
+            low = m["left"] <= m["limit"] * 0.1
+            line.append(f"{m['left']:,} of {m['limit']:,} left", style="bold red" if low else "green")
+            line.append(f" across {m['keys']} key{'s' if m['keys'] != 1 else ''}", style="dim")
+        extra = []
+        if m["unknown"]:
+            extra.append(f"{m['unknown']} limit unknown")
+        if m["no_quota"]:
+            extra.append(f"{m['no_quota']} no quota")
+        if extra:
+            line.append(f"{' ' if m['keys'] else ''}({', '.join(extra)})", style="dim")
+    return line
+
+
 class Spark(Widget):
     """A one-line bar chart from zero, stretched to the widget's width."""
 
@@ -121,6 +146,9 @@ class StatsPane(Pane):
         "retries included): a request that failed on one key and then succeeded on another is",
         "one ok request for its user and one failed try plus one ok try for the keys.",
         "The failed-tries line splits every failed try by class.",
+        "quota today: per model, the requests left today across the usable keys whose daily",
+        "limit is known (learned from Google's 429s or set with c on the Keys pane); it resets",
+        "at midnight Pacific.",
         "Week buckets are 24 hours each, the last ending now.",
     ]
     BINDINGS = [
@@ -139,6 +167,7 @@ class StatsPane(Pane):
         yield SparkRow("tokens", "bold green", id="spark-tokens")
         yield SparkRow("failed", "bold red", id="spark-errors")
         yield Static("", id="breakdown")
+        yield Static("", id="budget")
 
     @property
     def span(self) -> str:
@@ -192,6 +221,7 @@ class StatsPane(Pane):
             line.append(count(n), style="bold red" if n and name != "client_error" else "bold" if n else "dim")
             line.append("  ")
         self.query_one("#breakdown", Static).update(line)
+        self.query_one("#budget", Static).update(budget_text(data.budget))
         per_key = data.group == "key_id"
         rows = []
         for g, series in data.groups.items():

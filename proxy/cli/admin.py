@@ -34,9 +34,9 @@ from proxy.store import (
     reset_key,
     set_limits,
 )
-from proxy.store.keys import set_rpm_cap
 from proxy.humanize import count, span
 from proxy.settings import Settings, load_or_exit
+from proxy.store.limits import KINDS, forget_learned, key_limits, set_limit
 from proxy.store.util import mask_key
 
 EXIT_USAGE = 2
@@ -120,13 +120,23 @@ def _add_keys(subparsers: argparse._SubParsersAction) -> None:
         group, "list", help="show the keys with their health and usage",
         description="Show every key with its state (usable, cooling, sick: most recent tries "
         "failed, dead: with the reason, disabled), cooldowns still running (per model, with "
-        "time left), success rate over the last 15 minutes, failed tries over the last 5 and "
-        "60 minutes, tries and tokens since midnight Pacific time (when Google's daily quotas "
-        "reset), and RPM/CAP: tries this minute on the key's busiest model against its "
-        "per-model cap. Tries count every upstream attempt made with the key, retries included.",
+        "time left), TODAY/DAY: requests today against the daily limit of the model closest "
+        "to it (no-quota when the key's tier has none for a model), success rate over the "
+        "last 15 minutes, failed tries over the last 5 and 60 minutes, tries and tokens "
+        "since midnight Pacific time (when Google's daily quotas reset), and RPM/CAP: tries "
+        "this minute on the key's busiest model against its requests-per-minute limit (the "
+        "cap, or the limit learned from Google). Tries count every upstream attempt made "
+        "with the key, retries included. --quotas lists every key and model instead.",
     )
     p.add_argument("--all", action="store_true", help="include removed keys")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quotas", action="store_true",
+                   help="one line per key and model in use: requests today / daily limit, this "
+                   "minute / minute limit, input tokens this minute / limit, no quota")
+    p.add_argument("--state", metavar="STATE", help="only keys in this state (usable, cooling, sick, "
+                   "dead, disabled, removed)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N keys (with --offset: a page)")
+    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N keys")
     p.set_defaults(func=_command(_keys_list))
 
     for name, action, text in (
@@ -139,14 +149,31 @@ def _add_keys(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("ref", metavar="REF", help="id, label, masked form or value of the key")
         p.set_defaults(func=_command(_key_action(name, action)))
 
-    p = leaf(group, "cap", help="pace a key below Google's per-minute limit",
-             description="Cap the requests per minute the pool sends this key, per model, "
-             "across all workers, so it paces itself instead of collecting 429s. "
-             "Use a little less than the key's Google limit.")
+    p = leaf(group, "cap", help="set a key's limits (they override what the pool learned)",
+             description="Limit what the pool sends this key, across all workers, so it paces "
+             "itself instead of collecting 429s. The pool also learns each key's limits from "
+             "the quota Google names in a 429; a limit set here overrides the learned one. "
+             "Without --model it applies to every model (per model: each model has its own "
+             "count). Use a little less than the key's Google limit.",
+             epilog="  gemini-proxy keys cap main --rpm 9\n"
+             "  gemini-proxy keys cap main --rpd 240 --model gemini-2.5-flash")
     p.add_argument("ref", metavar="REF", help="id, label, masked form or value of the key")
-    p.add_argument("--rpm", type=_limit, required=True, metavar="N",
+    p.add_argument("--rpm", type=_limit, metavar="N",
                    help="requests per minute per model (0 or none lifts the cap)")
+    p.add_argument("--rpd", type=_limit, metavar="N", help="requests per day (from midnight Pacific)")
+    p.add_argument("--tpm", type=_limit, metavar="N", help="input tokens per minute")
+    p.add_argument("--model", default="", metavar="MODEL", help="only for this model")
     p.set_defaults(func=_command(_keys_cap))
+
+    p = leaf(group, "limits", help="show a key's limits, learned and set; forget learned ones",
+             description="Show the limits the pool paces a key by, per model: learned from "
+             "Google's 429s (with when) or set with `keys cap`. A learned limit of 0 means the "
+             "key's tier has no quota for that model: the pool leaves it until midnight "
+             "Pacific. --forget drops what was learned (for one --model, or all).")
+    p.add_argument("ref", metavar="REF", help="id, label, masked form or value of the key")
+    p.add_argument("--forget", action="store_true", help="forget the learned limits")
+    p.add_argument("--model", default=None, metavar="MODEL", help="only this model")
+    p.set_defaults(func=_command(_keys_limits))
 
 
 def _add_users(subparsers: argparse._SubParsersAction) -> None:
@@ -249,37 +276,112 @@ def _stdin_keys() -> list[str]:
 
 
 def _keys_list(db: Database, args: argparse.Namespace) -> int:
-    keys = list_keys(db, include_removed=args.all)
+    keys = list_keys(db, include_removed=args.all or args.state == "removed")
+    if args.state:
+        keys = [k for k in keys if k["state"] == args.state]
+    if args.offset or args.limit is not None:
+        keys = keys[max(0, args.offset):][:args.limit if args.limit is not None else None]
     if args.json:
         print(json.dumps(keys, indent=2, ensure_ascii=False))
         return 0
     if not keys:
-        print("no keys yet; add one with: gemini-proxy keys add VALUE")
+        print("no keys yet; add one with: gemini-proxy keys add VALUE" if not args.state
+              else f"no {args.state} keys")
         return 0
+    if args.quotas:
+        return _quota_table(keys)
     ts = time.time()
     rows = [
         [
             str(k["id"]), k["masked"], k["label"] or "", k["state"],
             ", ".join(f"{c['model'] or 'all'} {span(c['cool_until'] - ts)}" for c in k["cooldowns"]) or "-",
+            _day_use(k),
             "-" if k["success_rate"] is None else f"{k['success_rate']:.0%}",
             f"{count(sum(k['failed_5m'].values()))}/{count(sum(k['failed_60m'].values()))}",
             count(k["attempts_today"]), count(k["tokens_today"]),
-            f"{k['rpm_used']}/{k['rpm_cap']}" if k["rpm_cap"] else "-",
+            f"{k['rpm_used']}/{k['rpm_limit']}" if k["rpm_limit"] else "-",
             # As in the console: why a dead key is dead, else the last error it got.
             _one_line(k["invalid_reason"] if k["state"] == "dead" else k["last_error"]),
         ]
         for k in keys
     ]
-    headers = ["ID", "KEY", "LABEL", "STATUS", "COOLING", "OK 15M", "FAILED 5M/1H", "TRIES TODAY",
-               "TOK TODAY", "RPM/CAP", "LAST ERROR"]
-    _table(headers, rows, right={0, 5, 6, 7, 8, 9})
+    headers = ["ID", "KEY", "LABEL", "STATUS", "COOLING", "TODAY/DAY", "OK 15M", "FAILED 5M/1H",
+               "TRIES TODAY", "TOK TODAY", "RPM/CAP", "LAST ERROR"]
+    _table(headers, rows, right={0, 5, 6, 7, 8, 9, 10})
     return 0
 
 
+def _day_use(k: dict[str, Any]) -> str:
+    """Return requests today against the daily limit closest to being spent (or no-quota)."""
+    if k["day_limit"]:
+        return f"{count(k['day_used'])}/{count(k['day_limit'])}"
+    return "no-quota" if k["no_quota"] else "-"
+
+
+def _quota_table(keys: list[dict[str, Any]]) -> int:
+    rows = []
+    for k in keys:
+        for q in k["quotas"]:
+            learned = [kind for kind, source in q["sources"].items() if source == "learned"]
+            rows.append([
+                str(k["id"]), k["masked"], q["model"],
+                "no quota" if q["no_quota"] else _of(q["today"], q["rpd"]),
+                _of(q["minute"], q["rpm"]), _of(q["tokens_minute"], q["tpm"]),
+                ", ".join(learned) or "-",
+            ])
+    if not rows:
+        print("no key has been used or has a known limit today")
+        return 0
+    _table(["ID", "KEY", "MODEL", "TODAY/DAY", "MINUTE/RPM", "TOKENS/TPM", "LEARNED"], rows,
+           right={0, 3, 4, 5})
+    return 0
+
+
+def _of(used: int, limit: int | None) -> str:
+    return f"{count(used)}/{count(limit)}" if limit else count(used)
+
+
 def _keys_cap(db: Database, args: argparse.Namespace) -> int:
-    key = set_rpm_cap(db, args.ref, args.rpm)
-    cap = f"capped at {args.rpm}/min per model" if args.rpm else "uncapped"
-    print(f"key {key['id']} {key['masked']} {cap}")
+    given = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind) is not None}
+    if not given:
+        print("error: say which limit: --rpm, --rpd or --tpm", file=sys.stderr)
+        return EXIT_USAGE
+    for kind, value in given.items():
+        key = set_limit(db, args.ref, kind, value, args.model)
+        where = f" for {args.model}" if args.model else (" per model" if kind == "rpm" else "")
+        if kind == "rpm" and not args.model:
+            said = f"capped at {value}/min per model" if value else "uncapped"
+        else:
+            said = f"limited to {value} {KINDS[kind]}{where}" if value else f"{KINDS[kind]} limit lifted{where}"
+        print(f"key {key['id']} {key['masked']} {said}")
+    return 0
+
+
+def _keys_limits(db: Database, args: argparse.Namespace) -> int:
+    key = find_key(db, args.ref)
+    if key is None:
+        print(f"error: no key matches {args.ref!r} (use an id, label or masked form from `keys list`)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.forget:
+        gone = forget_learned(db, str(key["id"]), args.model)
+        print(f"key {key['id']} {key['masked']}: {gone} learned limit(s) forgotten")
+        return 0
+    rows = [r for r in key_limits(db, [key["id"]]) if args.model is None or r["model"] in (args.model, "")]
+    if key["rpm_cap"]:
+        rows.insert(0, {"model": "", "kind": "rpm", "source": "operator", "value": key["rpm_cap"],
+                        "learned_at": None})
+    if not rows:
+        print(f"key {key['id']} {key['masked']}: no limits known yet (they are learned from "
+              "Google's 429s, or set with `keys cap`)")
+        return 0
+    ts = time.time()
+    out = [[r["model"] or "(every model)", KINDS[r["kind"]],
+            "no quota" if r["value"] == 0 else count(r["value"]),
+            "learned" if r["source"] == "learned" else "set",
+            f"{span(ts - r['learned_at'])} ago" if r.get("learned_at") else "-"] for r in rows]
+    print(f"key {key['id']} {key['masked']}")
+    _table(["MODEL", "LIMIT", "VALUE", "SOURCE", "WHEN"], out, right={2})
     return 0
 
 

@@ -91,10 +91,13 @@ class FakeApp:
         if mode in DEAD_MODES:
             raise Fail(_dead(mode, key))
         retry_override = behaviour.retry_delay_s if behaviour is not None else None
-        if model_call and behaviour is not None and behaviour.rpm is not None:
-            wait = self.state.admit(key, model, behaviour.rpm, behaviour.rpm_window_s)
-            if wait is not None:
-                raise Fail(errors.quota(model, per="minute", limit=behaviour.rpm,
+        if model_call and behaviour is not None and (behaviour.rpm is not None or behaviour.rpd is not None):
+            over = self.state.admit(key, model, behaviour)
+            if over is not None:
+                per, limit, wait = over
+                if per == "day":  # Google's RetryInfo on a spent day is short all the same
+                    wait = DEFAULT_DAILY_RETRY_S
+                raise Fail(errors.quota(model, per=per, limit=limit,
                                         retry_s=wait if retry_override is None else retry_override))
         if mode == "daily":
             limit = behaviour.daily_limit if behaviour is not None else 250
@@ -214,6 +217,11 @@ def model_action(app: FakeApp, req: Request, version: str, model: str, action: s
     if info and prompt > info["inputTokenLimit"]:
         raise Fail(errors.context_too_long(prompt, info["inputTokenLimit"]))
     answer = answers.generate(parsed, model, cached=cached)
+    if behaviour is not None and behaviour.tpm is not None:
+        wait = app.state.admit_tokens(key, model, behaviour.tpm, answer.prompt_tokens)
+        if wait is not None:
+            retry = wait if behaviour.retry_delay_s is None else behaviour.retry_delay_s
+            raise Fail(errors.quota(model, per="tokens", limit=behaviour.tpm, retry_s=retry))
     if not stream:
         if mode == "reset":
             data = json.dumps(answer.body(), separators=(",", ":")).encode()

@@ -109,6 +109,11 @@ class FakeUpstream:
           per minute), "overload" (503), "error500", "deadline" (504), "hang", "reset".
         rpm / rpm_window_s: sliding window per (key, model); beyond it 429 per-minute with
           RetryInfo = whole seconds until a slot frees (`retry_delay_s` overrides).
+        rpd: requests per (key, model) per Pacific day; beyond it 429 per-day. tpm: input
+          tokens per (key, model) per minute; a call that would pass it gets a 429 on the
+          input-token quota. Every quota 429 names its quotaId and quotaValue and says
+          `limit: N` like Google's (0 makes the model one the key has no quota for);
+          `refusals()` counts them.
         daily_limit: the limit quoted in the daily 429 message.
         fail_times: the mode applies to the next N model calls only, then "ok".
         sequence: modes consumed one per model call before anything else.
@@ -145,6 +150,10 @@ class FakeUpstream:
         JSON or None), ts). Calls to /_fake/* are not recorded.
         """
         return self.state.recorded_requests()
+
+    def refusals(self) -> dict[tuple[str, str, str], int]:
+        """Return the quota 429s answered so far, per (key, model, "minute" | "day" | "tokens")."""
+        return self.state.refusals()
 
     def clear_requests(self) -> None:
         """Forget the recorded requests only."""

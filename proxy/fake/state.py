@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from proxy import realthread
+
+PACIFIC = ZoneInfo("America/Los_Angeles")  # Google's daily quotas reset at midnight here
 
 # Every mode a key (or one step of its sequence) can be in.
 MODES = frozenset({"ok", "invalid", "expired", "denied", "suspended", "location", "daily", "tpm",
@@ -24,6 +28,8 @@ class Behaviour:
     mode: str = "ok"
     rpm: int | None = None
     rpm_window_s: float = 60.0
+    rpd: int | None = None
+    tpm: int | None = None
     retry_delay_s: float | None = None
     daily_limit: int = 250
     fail_times: int | None = None
@@ -41,8 +47,9 @@ class Behaviour:
         for mode in [self.mode, *self.sequence]:
             if mode not in MODES:
                 raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
-        if self.rpm is not None and self.rpm < 0:
-            raise ValueError("rpm must be >= 0")
+        for name in ("rpm", "rpd", "tpm"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
         if self.stream_error is not None and self.stream_error not in STREAM_ERROR_MODES:
             raise ValueError(f"unknown stream_error {self.stream_error!r}; "
                              f"expected one of {sorted(STREAM_ERROR_MODES)}")
@@ -103,6 +110,9 @@ class State:
         self.lock = realthread.lock()
         self.keys: dict[str, KeyState] = {}
         self.windows: dict[tuple[str, str], deque[float]] = {}
+        self.days: dict[tuple[str, str], tuple[str, int]] = {}  # → (Pacific date, calls)
+        self.token_windows: dict[tuple[str, str], deque[tuple[float, int]]] = {}
+        self.refused: Counter[tuple[str, str, str]] = Counter()  # (key, model, per) → 429s
         self.recorded: deque[dict[str, Any]] = deque(maxlen=config.max_recorded)
         self.files: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
@@ -114,8 +124,9 @@ class State:
         """Give `key` a behaviour, restarting its counters and quota windows."""
         with self.lock:
             self.keys[key] = KeyState(behaviour)
-            for pair in [p for p in self.windows if p[0] == key]:
-                del self.windows[pair]
+            for table in (self.windows, self.days, self.token_windows):
+                for pair in [p for p in table if p[0] == key]:
+                    del table[pair]
 
     def behaviour(self, key: str) -> Behaviour | None:
         """Return the behaviour set for `key`, if any."""
@@ -144,17 +155,63 @@ class State:
                 return base
             return "ok"
 
-    def admit(self, key: str, model: str, rpm: int, window_s: float) -> float | None:
-        """Count a call in the (key, model) sliding window; return seconds to wait if full."""
+    def admit(self, key: str, model: str, behaviour: Behaviour) -> tuple[str, int, float] | None:
+        """Count a model call against the key's quotas for `model`, as Google does.
+
+        Requests per minute (a sliding window of `rpm_window_s`) and per day (Pacific
+        calendar day): a call within both is counted in both; one over either is counted in
+        neither and refused. Return None when admitted, else (per, limit, seconds to wait)
+        with per "minute" or "day".
+        """
         now = time.monotonic()
+        pair = (key, model)
         with self.lock:
-            window = self.windows.setdefault((key, model), deque())
-            while window and window[0] <= now - window_s:
-                window.popleft()
-            if len(window) >= rpm:
-                return window[0] + window_s - now if window else window_s
-            window.append(now)
+            window = self.windows.setdefault(pair, deque()) if behaviour.rpm is not None else None
+            if window is not None:
+                while window and window[0] <= now - behaviour.rpm_window_s:
+                    window.popleft()
+                if len(window) >= behaviour.rpm:  # type: ignore[operator]
+                    wait = window[0] + behaviour.rpm_window_s - now if window else behaviour.rpm_window_s
+                    self.refused[(key, model, "minute")] += 1
+                    return "minute", behaviour.rpm, wait  # type: ignore[return-value]
+            day = datetime.now(PACIFIC).date().isoformat()
+            if behaviour.rpd is not None:
+                seen_day, calls = self.days.get(pair, (day, 0))
+                calls = calls if seen_day == day else 0
+                if calls >= behaviour.rpd:
+                    self.refused[(key, model, "day")] += 1
+                    return "day", behaviour.rpd, 0.0
+                self.days[pair] = (day, calls + 1)
+            if window is not None:
+                window.append(now)
             return None
+
+    def admit_tokens(self, key: str, model: str, tpm: int, tokens: int) -> float | None:
+        """Count a call's input tokens in the (key, model) minute; seconds to wait if over `tpm`.
+
+        A call refused here gives back what `admit` counted for it: Google refused it whole.
+        """
+        now = time.monotonic()
+        pair = (key, model)
+        with self.lock:
+            window = self.token_windows.setdefault(pair, deque())
+            while window and window[0][0] <= now - 60.0:
+                window.popleft()
+            if sum(n for _, n in window) + tokens > tpm:
+                self.refused[(key, model, "tokens")] += 1
+                if self.windows.get(pair):
+                    self.windows[pair].pop()
+                if pair in self.days:
+                    day, calls = self.days[pair]
+                    self.days[pair] = (day, max(0, calls - 1))
+                return window[0][0] + 60.0 - now if window else 60.0
+            window.append((now, tokens))
+            return None
+
+    def refusals(self) -> dict[tuple[str, str, str], int]:
+        """Return how many quota 429s were answered, per (key, model, per)."""
+        with self.lock:
+            return dict(self.refused)
 
     # --- recording ------------------------------------------------------------------------
 
@@ -179,6 +236,9 @@ class State:
         with self.lock:
             self.keys.clear()
             self.windows.clear()
+            self.days.clear()
+            self.token_windows.clear()
+            self.refused.clear()
             self.recorded.clear()
             self.files.clear()
             self.uploads.clear()

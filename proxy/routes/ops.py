@@ -69,6 +69,10 @@ def metrics() -> ResponseReturnValue:
     for state, count in st.pool.summary().items():
         m.KEYS.labels(state).set(count)
     m.COOLDOWNS.set(st.pool.cooling_pairs())
+    for model, budget in st.pool.budget().items():
+        m.QUOTA_LEFT.labels(model).set(budget["left"])
+        m.QUOTA_LIMIT.labels(model).set(budget["limit"])
+        m.NO_QUOTA.labels(model).set(budget["no_quota"])
     m.WRITER_QUEUE.set(st.writer.depth)
     m.WRITER_DROPPED.set(st.writer.dropped)
     body, content_type = m.render()

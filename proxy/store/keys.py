@@ -22,6 +22,8 @@ from .views import keys_overview
 
 log = logging.getLogger(__name__)
 
+MERGE_EVENTS = 20  # keys merged from GOOGLE_KEYS that get an event line each
+
 # Every column except the secret value: what listings and lookups for display return.
 _PUBLIC = (
     "id, masked, label, status, invalid_reason, invalid_at, created_at, updated_at, "
@@ -88,11 +90,12 @@ def find_key(db: Database, ref: str | int) -> dict[str, Any] | None:
 
 
 def enable_key(db: Database, ref: str | int) -> dict[str, Any]:
-    """Make a key active again, forgetting why it was dead and every cooldown."""
+    """Make a key active again, forgetting why it was dead, every cooldown and "no quota" mark."""
     return _operator_change(
         db, ref, "enabled",
         "status = 'active', invalid_reason = NULL, invalid_at = NULL",
         clear_health=True,
+        clear_limits="value = 0",
     )
 
 
@@ -107,12 +110,14 @@ def remove_key(db: Database, ref: str | int) -> dict[str, Any]:
 
 
 def reset_key(db: Database, ref: str | int) -> dict[str, Any]:
-    """Give a key a clean slate: no dead mark, no cooldowns, no last error, no stats history."""
+    """Give a key a clean slate: no dead mark, no cooldowns, no last error, no stats history,
+    no learned limits (the operator's own limits stay)."""
     return _operator_change(
         db, ref, "reset",
         "invalid_reason = NULL, invalid_at = NULL, last_error = NULL",
         clear_health=True,
         clear_stats=True,
+        clear_limits="1",
     )
 
 
@@ -133,23 +138,36 @@ def merge_env_keys(db: Database, google_keys: Iterable[str], remove_keys: Iterab
 
     Keys already known are left as they are whatever their status, so a key the operator
     removed or disabled in the console stays that way across restarts. Malformed entries are
-    skipped (counted in "skipped") rather than stopping the proxy from starting.
+    skipped (counted in "skipped") rather than stopping the proxy from starting. Every worker
+    runs this at start: it reads the known values once and inserts the new ones in one
+    statement, so 10,000 keys take well under a second.
     """
     ts = now()
     counts = {"added": 0, "removed": 0, "skipped": 0}
     wanted = _unique(google_keys)
     dropped = _unique(remove_keys)
     with transaction(db):
+        known = dict(db.execute("SELECT value, id FROM google_keys").fetchall())
+        fresh = []
         for value in wanted:
             if not valid_google_key(value):
                 counts["skipped"] += 1
                 log.warning("GOOGLE_KEYS entry %s is not a valid key; skipped", mask_key(value))
                 continue
-            if fetch_one(db, "SELECT id FROM google_keys WHERE value = ?", (value,)) is not None:
-                continue
-            key_id = _insert(db, value, None, ts)
-            add_event(db, f"key {mask_key(value)} added from GOOGLE_KEYS", key_id=key_id, ts=ts)
-            counts["added"] += 1
+            if value not in known:
+                known[value] = None
+                fresh.append(value)
+        if fresh:
+            db.conn.executemany(
+                "INSERT INTO google_keys (value, masked, label, status, created_at, updated_at) "
+                "VALUES (?, ?, NULL, 'active', ?, ?)", [(v, mask_key(v), ts, ts) for v in fresh])
+            ids = dict(fetch_all_pairs(db, fresh))
+            # One event per key reads well for a few; thousands get one line for the rest.
+            for value in fresh[:MERGE_EVENTS]:
+                add_event(db, f"key {mask_key(value)} added from GOOGLE_KEYS", key_id=ids.get(value), ts=ts)
+            if len(fresh) > MERGE_EVENTS:
+                add_event(db, f"{len(fresh) - MERGE_EVENTS} more keys added from GOOGLE_KEYS", ts=ts)
+            counts["added"] = len(fresh)
         for value in dropped:
             row = fetch_one(db, "SELECT id, status FROM google_keys WHERE value = ?", (value,))
             if row is None or row["status"] == "removed":
@@ -162,22 +180,35 @@ def merge_env_keys(db: Database, google_keys: Iterable[str], remove_keys: Iterab
     return counts
 
 
+def fetch_all_pairs(db: Database, values: list[str]) -> list[tuple[str, int]]:
+    """Return (value, id) for the keys among `values` (in chunks: SQLite caps bound parameters)."""
+    out: list[tuple[str, int]] = []
+    for i in range(0, len(values), 500):
+        chunk = values[i:i + 500]
+        out += db.execute(f"SELECT value, id FROM google_keys WHERE value IN ({', '.join('?' * len(chunk))})",
+                          chunk).fetchall()
+    return out
+
+
 def list_keys(db: Database, window_minutes: int = 15, *, include_removed: bool = False) -> list[dict[str, Any]]:
     """Describe every key for display (never the value), with health and usage.
 
     The figures are the console's (views.keys_overview), so the CLI and the console never
     disagree: state (usable, cooling, sick, dead, disabled, removed), success rate over the
     last `window_minutes`, failures over the last 5 and 60 minutes, tries and tokens since
-    midnight Pacific (when Google's per-day quotas reset), and the RPM cap's use this minute.
+    midnight Pacific (when Google's per-day quotas reset), the RPM limit's use this minute,
+    and per model the requests today and this minute against the limits the pool paces by.
     """
     return keys_overview(db, Rollup(), now=now(), window_minutes=max(1, window_minutes),
                          include_removed=include_removed)
 
 
 def pool_view(db: Database, pins_after_seq: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Return, in one consistent read, everything the in-memory pool needs.
+    """Return, in one consistent read, the keys, rests, users and pins (a full view).
 
-    keys: every key not removed, value included; health: cooldowns still running; users:
+    The proxy's pool reads through store.poolfeed.PoolFeed instead, which adds limits and
+    usage and afterwards reads only what changed. keys: every key not removed, value
+    included; health: cooldowns still running; users:
     active users; pins: pins with seq > `pins_after_seq`, oldest first (pass the highest seq
     seen so far to receive only new ones).
     """
@@ -211,6 +242,7 @@ def _operator_change(
     *,
     clear_health: bool = False,
     clear_stats: bool = False,
+    clear_limits: str | None = None,
 ) -> dict[str, Any]:
     """Apply one operator action to a key, stamp updated_at and log an event; return the new row."""
     ts = now()
@@ -223,6 +255,9 @@ def _operator_change(
             db.execute("DELETE FROM key_health WHERE key_id = ?", (row["id"],))
         if clear_stats:
             db.execute("DELETE FROM stats_minute WHERE key_id = ?", (row["id"],))
+        if clear_limits:  # learned ones only, those matching the condition
+            db.execute(f"DELETE FROM key_limits WHERE key_id = ? AND source = 'learned' AND {clear_limits}",
+                       (row["id"],))
         add_event(db, f"key {row['masked']} {verb} by operator", key_id=row["id"], ts=ts)
         return fetch_one(db, f"SELECT {_PUBLIC} FROM google_keys WHERE id = ?", (row["id"],)) or {}
 

@@ -6,8 +6,14 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from .db import transaction
+from .util import pacific_day
 
 DAY = 86400.0
+# Rests that ended this long ago go (the console shows only running ones).
+REST_GRACE = 60.0
+# The pool's change log is read every second; an hour of it is plenty for a slow reader
+# (one that falls further behind reads everything again).
+CHANGES_KEEP = 3600.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,15 @@ def prune_once(db: Database, now: float, policy: Retention) -> int:
     if policy.stats_days:
         deleted += _prune(db, "stats_minute", "minute", (now - policy.stats_days * DAY) // 60,
                           "rowid", policy.batch)
+    deleted += _prune(db, "key_health", "cool_until", now - REST_GRACE, "rowid", policy.batch)
+    with transaction(db):  # the newest entry stays: readers take their cursor from it
+        deleted += db.execute(
+            "DELETE FROM key_changes WHERE seq IN (SELECT seq FROM key_changes WHERE ts < ? "
+            "AND seq < (SELECT max(seq) FROM key_changes) LIMIT ?)",
+            (now - CHANGES_KEEP, policy.batch)).rowcount or 0
+        # Usage counters matter for the day Google counts in; yesterday's stay for a late reader.
+        deleted += db.execute(
+            "DELETE FROM quota_usage WHERE day < ?", (pacific_day(now - DAY),)).rowcount or 0
     return deleted
 
 

@@ -187,6 +187,89 @@ def _worker_state(db: Database) -> None:
     db.execute("ALTER TABLE workers ADD COLUMN state TEXT")
 
 
+def _quotas(db: Database) -> None:
+    """Add what the pool learns and counts about each key's quotas, shared by every worker.
+
+    key_limits: per (key, model, kind) the limit Google named in a 429 (source 'learned')
+    or an operator set (source 'operator'; model '' for every model); kind is rpm, rpd or
+    tpm. quota_usage: per Pacific day, the running counters each worker process keeps for a
+    (key, model) (user_id 0) or a user (key_id 0, model ''): its recent sends and input
+    tokens in 5-second slots, and its totals for the day. `seq` orders the changes, so the
+    pool reads only rows written since its last read.
+    """
+    db.execute(
+        """
+        CREATE TABLE key_limits (
+            key_id INTEGER NOT NULL,
+            model TEXT NOT NULL DEFAULT '',
+            kind TEXT NOT NULL,
+            source TEXT NOT NULL,
+            value INTEGER NOT NULL,
+            learned_at REAL,
+            updated_at REAL,
+            PRIMARY KEY (key_id, model, kind, source)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE quota_usage (
+            day INTEGER NOT NULL,
+            key_id INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            worker TEXT NOT NULL,
+            recent TEXT NOT NULL DEFAULT '',
+            day_sends INTEGER NOT NULL DEFAULT 0,
+            day_tokens_in INTEGER NOT NULL DEFAULT 0,
+            day_tokens_out INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL,
+            seq INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, key_id, model, user_id, worker)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX quota_usage_seq ON quota_usage (seq)")
+
+
+# The unix time inside a trigger (SQLite has no such function before 3.38).
+_NOW_SQL = "(julianday('now') - 2440587.5) * 86400.0"
+
+
+def _pool_changes(db: Database) -> None:
+    """Log which keys changed, so the pool reads only those instead of every key each second.
+
+    Triggers append the key's id to key_changes whenever its row, its rests (key_health) or
+    its limits (key_limits) change, whoever changes them (proxy, CLI, console, a hand-run
+    UPDATE). Readers keep the highest seq they have seen. Expired rests are pruned, so
+    key_health gets the index on cool_until its readers filter on; users one on updated_at.
+    """
+    db.execute(
+        "CREATE TABLE key_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, key_id INTEGER NOT NULL, ts REAL)"
+    )
+    log = f"INSERT INTO key_changes (key_id, ts) VALUES ({{ref}}.{{col}}, {_NOW_SQL});"
+    triggers = [
+        ("google_keys_added", "AFTER INSERT ON google_keys", "", "NEW", "id"),
+        ("google_keys_changed",
+         "AFTER UPDATE OF value, masked, label, status, invalid_reason, updated_at, rpm_cap ON google_keys",
+         "", "NEW", "id"),
+        ("google_keys_deleted", "AFTER DELETE ON google_keys", "", "OLD", "id"),
+        ("key_health_added", "AFTER INSERT ON key_health", "", "NEW", "key_id"),
+        ("key_health_changed", "AFTER UPDATE ON key_health", "", "NEW", "key_id"),
+        # Pruning expired rests changes nothing the pool holds: only a running one counts.
+        ("key_health_deleted", "AFTER DELETE ON key_health", f"WHEN OLD.cool_until > {_NOW_SQL}",
+         "OLD", "key_id"),
+        ("key_limits_added", "AFTER INSERT ON key_limits", "", "NEW", "key_id"),
+        ("key_limits_changed", "AFTER UPDATE ON key_limits", "", "NEW", "key_id"),
+        ("key_limits_deleted", "AFTER DELETE ON key_limits", "", "OLD", "key_id"),
+    ]
+    for name, event, when, ref, col in triggers:
+        db.execute(f"CREATE TRIGGER {name} {event} {when} BEGIN {log.format(ref=ref, col=col)} END")
+    db.execute("CREATE INDEX key_health_cool_until ON key_health (cool_until)")
+    # The pool re-reads users when the newest updated_at moves.
+    db.execute("CREATE INDEX users_updated_at ON users (updated_at)")
+
+
 def _client(db: Database) -> None:
     """Add who sent a request: its address, and for a refused one the masked key it presented."""
     db.execute("ALTER TABLE requests ADD COLUMN remote_addr TEXT")
@@ -197,7 +280,9 @@ MIGRATIONS: list[Migration] = [
     ("0001_initial", _initial),
     ("0002_cost", _cost),
     ("0003_worker_state", _worker_state),
-    ("0004_client", _client),
+    ("0004_quotas", _quotas),
+    ("0005_pool_changes", _pool_changes),
+    ("0006_client", _client),
 ]
 
 

@@ -73,6 +73,12 @@ def pacific_day_start(ts: float) -> float:
     return datetime.combine(local.date(), datetime.min.time(), PACIFIC).timestamp()
 
 
+def pacific_day(ts: float) -> int:
+    """Return the Pacific date of `ts` as a number, 20260131: the day Google's quotas count in."""
+    local = datetime.fromtimestamp(ts, PACIFIC)
+    return local.year * 10000 + local.month * 100 + local.day
+
+
 def valid_google_key(value: object) -> bool:
     """Tell whether `value` looks like a Google API key (8-256 of [A-Za-z0-9_.-])."""
     return isinstance(value, str) and _GOOGLE_KEY.fullmatch(value) is not None

@@ -15,9 +15,11 @@ from typing import Any
 from sqlite_utils import Database
 
 from .db import fetch_all, fetch_one, snapshot
+from .limits import Limit, held_by_pair, in_force
 from .rollup import INDEX, Counters, GroupSums, Rollup, add_into, minute_sums, zero
 from .schema import OUTCOMES
-from .util import ELLIPSIS, minute_of, pacific_day_start
+from .usage import in_window, key_usage_today
+from .util import ELLIPSIS, minute_of, next_pacific_midnight, pacific_day, pacific_day_start
 
 IN_FLIGHT_WINDOW = 600.0  # seconds: older rows without a status are presumed lost, not in flight
 LIST_LIMIT = 200
@@ -440,8 +442,13 @@ def keys_overview(db: Database, rollup: Rollup, *, now: float,
       tries over the last 5 and 60 minutes; sick: most of the last 5 minutes' tries failed.
     - attempts_today: tries since midnight Pacific, when Google's daily quotas reset;
       requests_today: requests that ended on the key; tokens_today: their tokens.
-    - rpm_used / rpm_used_model: with an RPM cap, the tries this minute on the model that
-      used the key most (the cap is per model).
+    - rpm_used / rpm_used_model / rpm_limit: with a requests-per-minute limit (the cap, or
+      one learned), the requests in the last minute on the model closest to its limit
+      (limits are per model) and that limit; before any such count is recorded, the cap
+      against this minute's tries on the model that used the key most.
+    - quotas: per model in use today or with a known limit, what the pool paces by (see
+      quota_rows); day_used / day_limit / day_model: the model closest to its daily limit;
+      no_quota: the models the key's tier has no quota for today.
     """
     current = minute_of(now)
     where = "" if include_removed else "WHERE status != 'removed'"
@@ -466,6 +473,7 @@ def keys_overview(db: Database, rollup: Rollup, *, now: float,
             "WHERE minute = ? AND key_id != 0 GROUP BY key_id, model",
             (current,),
         ).fetchall()
+        quotas = quota_rows(db, keys, now=now)
     cooldowns: dict[int, list[dict[str, Any]]] = {}
     for h in health:
         cooldowns.setdefault(h["key_id"], []).append(h)
@@ -481,6 +489,17 @@ def keys_overview(db: Database, rollup: Rollup, *, now: float,
         mine = cooldowns.get(key["id"], [])
         sick = is_sick(s)
         busiest = busiest_of.get(key["id"], (0, ""))
+        per_model = quotas.get(key["id"], [])
+        # The model closest to its per-minute limit, counted as the pool counts; without such
+        # counts (none recorded yet), the cap against this minute's tries.
+        paced = max((q for q in per_model if q["rpm"]), default=None,
+                    key=lambda q: (q["minute"] / q["rpm"], q["minute"]))
+        if paced is not None:
+            busiest, rpm_limit = (paced["minute"], paced["model"]), paced["rpm"]
+        else:
+            rpm_limit = key["rpm_cap"]
+        closest = max((q for q in per_model if q["rpd"]), default=None,
+                      key=lambda q: (q["today"] / q["rpd"], q["today"]))
         out.append({
             **key,
             "state": key_state(key, bool(mine), sick),
@@ -495,10 +514,81 @@ def keys_overview(db: Database, rollup: Rollup, *, now: float,
             "attempts_today": tries(d),
             "requests_today": d[INDEX["requests"]],
             "tokens_today": d[INDEX["tokens_in"]] + d[INDEX["tokens_out"]],
-            "rpm_used": busiest[0] if key["rpm_cap"] else None,
-            "rpm_used_model": (busiest[1] or None) if key["rpm_cap"] else None,
+            "rpm_used": busiest[0] if rpm_limit else None,
+            "rpm_used_model": (busiest[1] or None) if rpm_limit else None,
+            "rpm_limit": rpm_limit,
+            "quotas": per_model,
+            "day_used": closest["today"] if closest else None,
+            "day_limit": closest["rpd"] if closest else None,
+            "day_model": closest["model"] if closest else None,
+            "no_quota": [q["model"] for q in per_model if q["no_quota"]],
         })
     return out
+
+
+def quota_rows(db: Database, keys: list[dict[str, Any]], *, now: float) -> dict[int, list[dict[str, Any]]]:
+    """Return, per key id, one dict per model in use today or with a known limit.
+
+    Each: model; today (requests Google counted today, every worker's), minute (in the last
+    minute) and tokens_minute (input tokens in it); rpd, rpm, tpm (the limits in force, None
+    when unknown) with `sources` {kind: "learned" | "operator"}; no_quota (a learned limit
+    of 0 today: the key's tier has none for the model). Read from key_limits and
+    quota_usage (today's rows only). Call inside a snapshot.
+    """
+    held = held_by_pair(fetch_all(db, "SELECT key_id, model, kind, source, value, learned_at FROM key_limits"))
+    used = {(u["key_id"], u["model"]): u for u in key_usage_today(db, pacific_day(now))}
+    caps = {k["id"]: k.get("rpm_cap") for k in keys}
+    pairs = {pair for pair in (*held, *used) if pair[1] and pair[0] in caps}
+    out: dict[int, list[dict[str, Any]]] = {}
+    for kid, model in sorted(pairs):
+        limits = in_force(held.get((kid, model)) or {}, held.get((kid, "")) or {}, caps[kid])
+        use = used.get((kid, model))
+        minute, tokens = in_window(use["slots"], now) if use else (0, 0)
+        zero = [lim for lim in limits.values() if lim.value == 0 and lim.source == "learned"
+                and next_pacific_midnight(lim.at) > now]
+        out.setdefault(kid, []).append({
+            "model": model,
+            "today": use["day_sends"] if use else 0,
+            "minute": minute,
+            "tokens_minute": tokens,
+            **{kind: _positive(limits.get(kind)) for kind in ("rpd", "rpm", "tpm")},
+            "sources": {kind: lim.source for kind, lim in limits.items()},
+            "no_quota": bool(zero),
+        })
+    return out
+
+
+def _positive(lim: Limit | None) -> int | None:
+    return lim.value if lim is not None and lim.value > 0 else None
+
+
+def quota_budget(db: Database, *, now: float) -> list[dict[str, Any]]:
+    """Return each model's daily budget across the usable keys, fullest first.
+
+    model, keys (usable keys with a known daily limit for it), limit (their limits added
+    up), used (requests today on them, each capped at its limit), left, unknown (usable
+    keys used for the model today whose daily limit is not known yet), no_quota (usable
+    keys whose tier has no quota for it today).
+    """
+    with snapshot(db):
+        keys = fetch_all(db, "SELECT id, rpm_cap FROM google_keys WHERE status = 'active' "
+                             "AND invalid_reason IS NULL")
+        per_key = quota_rows(db, keys, now=now)
+    models: dict[str, dict[str, Any]] = {}
+    for rows in per_key.values():
+        for q in rows:
+            m = models.setdefault(q["model"], {"model": q["model"], "keys": 0, "limit": 0, "used": 0,
+                                               "left": 0, "unknown": 0, "no_quota": 0})
+            if q["no_quota"]:
+                m["no_quota"] += 1
+            elif q["rpd"]:
+                m["keys"] += 1
+                m["limit"] += q["rpd"]
+                m["used"] += min(q["today"], q["rpd"])
+                m["left"] += max(0, q["rpd"] - q["today"])
+            elif q["today"]:
+                m["unknown"] += 1
+    return sorted(models.values(), key=lambda m: (-m["limit"], m["model"]))
 
 
 def pool_health(db: Database, *, now: float) -> dict[str, Any]:

@@ -15,6 +15,11 @@ than by hand:
     ("key_cooled", key_id, model, cool_until, reason, last_error, ts)
     ("event", ts, level, message, request_id, status, key_id, model)
     ("pin", name, key_id, ts)
+    ("usage", worker, day, ts, key_id, model, user_id, sends, tokens_in, tokens_out)
+    ("limit_learned", key_id, model, kind, value, ts)
+
+Usage ops are not SQL one by one: they are folded into this process's running counters
+(store.usage.UsageBook), whose changed rows each batch writes whole.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from .. import __version__, realthread
 from .db import open_db
 from .pins import write_pins
 from .schema import OUTCOMES, REQUEST_COLUMNS, STATS_COUNTERS, migrate
+from .usage import UsageBook
 from .util import now
 
 log = logging.getLogger(__name__)
@@ -97,6 +103,14 @@ _SQL_KEY_COOLED = (
     "cool_until = max(coalesce(key_health.cool_until, 0), excluded.cool_until), "
     "last_error = excluded.last_error, updated_at = excluded.updated_at"
 )
+# A limit Google named: kept unless the operator reset the key after the 429 was seen.
+_SQL_LIMIT_LEARNED = (
+    "INSERT INTO key_limits (key_id, model, kind, source, value, learned_at, updated_at) "
+    "SELECT ?, ?, ?, 'learned', ?, ?, ? "
+    "WHERE NOT EXISTS (SELECT 1 FROM google_keys WHERE id = ? AND updated_at > ?) "
+    "ON CONFLICT(key_id, model, kind, source) DO UPDATE SET value = excluded.value, "
+    "learned_at = excluded.learned_at, updated_at = excluded.updated_at"
+)
 _SQL_EVENT = (
     "INSERT INTO events (ts, level, message, request_id, status, key_id, model) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -150,6 +164,7 @@ class Writer:
         self._started_at = 0.0
         self._last_heartbeat = 0.0
         self._warned_fields: set[str] = set()
+        self._usage = UsageBook()  # this process's quota_usage rows (writer thread only)
         self.last_commit = now()  # when a batch last reached the database (for /ready)
         self.last_error: str | None = None
         self.failing_since: float | None = None  # set while the database refuses writes
@@ -177,7 +192,7 @@ class Writer:
         self._running = True
         self._started_at = now()
         self._done.acquire()
-        realthread.start(self._run)
+        realthread.start(self._run, "store-writer")
 
     def put(self, op: tuple[Any, ...]) -> None:
         """Queue one op; never blocks and never touches SQLite (a deque append is thread-safe)."""
@@ -301,6 +316,20 @@ class Writer:
         """Remember that an uploaded file or cached content belongs to `key_id`."""
         self._queue.append(("pin", name, key_id, now()))
 
+    def usage(self, worker: str, day: int, ts: float, key_id: int, model: str, user_id: int,
+              sends: int = 0, tokens_in: int = 0, tokens_out: int = 0) -> None:
+        """Count sends and tokens in this worker's running usage of a (key, model) or a user.
+
+        A (key, model) row has user_id 0; a user's row has key_id 0 and model "". `day` is
+        the Pacific date (util.pacific_day) the pool counts in.
+        """
+        self._queue.append(("usage", worker, day, ts, key_id, model, user_id, sends, tokens_in,
+                            tokens_out))
+
+    def limit_learned(self, key_id: int, model: str, kind: str, value: int, ts: float) -> None:
+        """Remember the limit a 429 named for (key, model): kind rpm, rpd or tpm."""
+        self._queue.append(("limit_learned", key_id, model, kind, value, ts))
+
     # -- the thread -------------------------------------------------------------------------
 
     def _poke(self) -> None:
@@ -316,7 +345,7 @@ class Writer:
                     self._wake.acquire(timeout=self.interval)
                 batch = self._take()
                 beat = self._beat()
-                if batch or beat:
+                if batch or beat or self._usage.dirty:
                     self._write(batch, beat)
                 if self._closing and not self._queue:
                     break
@@ -376,6 +405,13 @@ class Writer:
         writer as failing until a write succeeds. Anything else: redo the batch op by op
         and drop only the ops that fail.
         """
+        for op in batch:  # folded once, before any try: a retried batch must not count twice
+            if op[0] == "usage":
+                try:
+                    self._usage.add(*op[1:])
+                except Exception as exc:
+                    self.dropped += 1
+                    _log_bad_op(op, exc, 1)
         careful = False
         attempt = 0
         while True:
@@ -463,6 +499,7 @@ class Writer:
                 self._apply_each(conn, batch)
             else:
                 self._apply(conn, batch)
+            self._write_usage(conn, careful=careful)
             if beat is not None:
                 self._write_beat(conn, beat, careful=careful)
             conn.execute("COMMIT")
@@ -470,6 +507,24 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._usage.committed()
+
+    def _write_usage(self, conn: sqlite3.Connection, *, careful: bool) -> None:
+        if not careful:
+            self._usage.write(conn, now())
+            return
+        conn.execute("SAVEPOINT usage")
+        try:
+            self._usage.write(conn, now())
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc) or _is_unavailable(exc):
+                raise
+            log.error("store writer: usage counters not written: %s", exc)
+            conn.execute("ROLLBACK TO usage")
+        except Exception as exc:
+            log.error("store writer: usage counters not written: %s", exc)
+            conn.execute("ROLLBACK TO usage")
+        conn.execute("RELEASE usage")
 
     def _write_beat(self, conn: sqlite3.Connection, beat: dict[str, Any], *, careful: bool) -> None:
         if not careful:
@@ -521,6 +576,7 @@ class Writer:
         cooled: dict[tuple[int, str], list[Any]] = {}
         events: list[tuple[Any, ...]] = []
         pins: dict[str, tuple[int, float]] = {}
+        learned: dict[tuple[int, str, str], tuple[Any, ...]] = {}
         for op in ops:
             kind = op[0]
             if kind == "attempt":
@@ -578,8 +634,14 @@ class Writer:
             elif kind == "pin":
                 _, name, key_id, ts = op
                 pins[name] = (key_id, ts)
-            elif kind == "flush":
-                pass
+            elif kind == "limit_learned":
+                _, key_id, model, what, value, ts = op
+                if what not in ("rpm", "rpd", "tpm") or int(value) < 0:
+                    raise ValueError(f"not a limit: {what!r} = {value!r}")
+                learned[(key_id, model or "", what)] = (key_id, model or "", what, int(value), ts, ts,
+                                                        key_id, ts)
+            elif kind in ("flush", "usage"):
+                pass  # usage ops were folded into the UsageBook before the batch
             else:
                 raise ValueError(f"unknown op {kind!r}")
 
@@ -611,6 +673,8 @@ class Writer:
             conn.executemany(_SQL_KEY_COOLED, list(cooled.values()))
         if events:
             conn.executemany(_SQL_EVENT, events)
+        if learned:
+            conn.executemany(_SQL_LIMIT_LEARNED, list(learned.values()))
         if pins:
             write_pins(conn, [(name, key_id, ts) for name, (key_id, ts) in pins.items()])
 
