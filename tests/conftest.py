@@ -146,3 +146,7 @@ def shared_live(tmp_path_factory, fake_server: FakeUpstream):
     proxy = LiveProxy(tmp_path_factory.mktemp("live"), fake_server.url).start()
     yield proxy
     proxy.stop()
+
+
+# The PostgreSQL cluster and the db_url parameter (SQLite path, PostgreSQL URL) live in pg.py.
+from pg import db_url, pg_cluster, pg_url  # noqa: E402,F401

@@ -17,8 +17,8 @@ from proxy.store.writer import Writer
 
 
 @pytest.fixture
-def path(tmp_path):
-    return tmp_path / "keys.db"
+def path(db_url):
+    return db_url
 
 
 @pytest.fixture
@@ -111,6 +111,8 @@ def seed(db, path, keys=2000):
 
 
 def test_the_refresh_reads_are_index_backed(db, path):
+    if getattr(db, "dialect", "sqlite") == "postgres":
+        pytest.skip("reads SQLite's query plans")
     seed(db, path)
     feed = PoolFeed(db, "me")
     feed.read()

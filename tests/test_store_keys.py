@@ -27,8 +27,8 @@ from proxy.store.util import minute_of
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = open_db(tmp_path / "keys.db")
+def db(db_url):
+    database = open_db(db_url)
     migrate(database)
     yield database
     database.close()

@@ -21,8 +21,8 @@ from proxy.store.util import minute_of, now
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = open_db(tmp_path / "keys.db")
+def db(db_url):
+    database = open_db(db_url)
     migrate(database)
     yield database
     database.close()
@@ -47,6 +47,8 @@ def test_add_user_generates_and_stores_only_the_hash(db, tmp_path):
     assert row["status"] == "active"
     given_id, given = add_user(db, "bob", key="bobs-own-secret-key-123")
     assert given == "bobs-own-secret-key-123"
+    if getattr(db, "dialect", "sqlite") == "postgres":
+        return  # the rest reads the SQLite file's bytes
     data = file_bytes(tmp_path / "keys.db")
     assert hash_user_key(key).encode() in data
     assert key.encode() not in data

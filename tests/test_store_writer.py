@@ -18,10 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "keys.db"
-    migrate(open_db(p))
-    return p
+def path(db_url):
+    migrate(open_db(db_url))
+    return db_url
 
 
 @pytest.fixture
@@ -267,7 +266,7 @@ def test_close_flushes_everything(path, reader):
     start = time.monotonic()
     writer.close()
     assert time.monotonic() - start < 20
-    assert reader.conn.execute("SELECT count(*), sum(status = 200) FROM requests").fetchone() == (n, n)
+    assert reader.conn.execute("SELECT count(*), count(CASE WHEN status = 200 THEN 1 END) FROM requests").fetchone() == (n, n)
     assert reader.conn.execute("SELECT sum(requests) FROM stats_minute").fetchone()[0] == n
     writer.close()  # idempotent
 
@@ -280,6 +279,8 @@ def test_close_without_start_writes_what_was_queued(path, reader):
 
 
 def test_writes_while_a_reader_holds_a_read_transaction(path, reader):
+    if "://" in str(path):
+        pytest.skip("SQLite's file locks; PostgreSQL readers never block writers")
     reader.conn.execute("BEGIN")
     assert reader.conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 0
     writer = started(path, interval=0.01)
@@ -295,6 +296,8 @@ def test_writes_while_a_reader_holds_a_read_transaction(path, reader):
 
 
 def test_locked_database_is_retried_not_dropped(path, reader, monkeypatch):
+    if "://" in str(path):
+        pytest.skip("SQLite's file locks; PostgreSQL readers never block writers")
     monkeypatch.setattr(store_db, "BUSY_TIMEOUT_MS", 20)  # make "database is locked" come quickly
     writer = started(path, interval=0.01)
     blocker = open_db(path)
@@ -375,7 +378,7 @@ def test_concurrent_writers_in_several_processes_lose_nothing(path, reader):
     for child in children:
         assert child.wait(timeout=60) == 0
     total = 4 * n
-    assert reader.conn.execute("SELECT count(*), sum(status = 200) FROM requests").fetchone() == (total, total)
+    assert reader.conn.execute("SELECT count(*), count(CASE WHEN status = 200 THEN 1 END) FROM requests").fetchone() == (total, total)
     assert reader.conn.execute("SELECT requests, ok, tokens_in FROM stats_minute").fetchall() == [(total, total, total)]
     assert reader["events"].count == total
 

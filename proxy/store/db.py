@@ -11,17 +11,22 @@ from urllib.request import pathname2url
 
 from sqlite_utils import Database
 
+from . import pg
 from .util import StoreError
 
 BUSY_TIMEOUT_MS = 10_000
 
 
 def open_db(path: str | Path, *, readonly: bool = False, create: bool = True) -> Database:
-    """Open the database at `path` in WAL mode, creating it (mode 0600) unless told not to.
+    """Open the database `path` names: a SQLite file, or a `postgresql://` URL.
 
-    A read-only open never creates anything: the console and `--readonly` tools should not
-    leave an empty database behind when pointed at the wrong path.
+    A SQLite file opens in WAL mode, created (mode 0600) unless told not to. A read-only
+    open never creates anything: the console and `--readonly` tools should not leave an
+    empty database behind when pointed at the wrong path. A PostgreSQL URL opens one
+    connection (see store/pg.py); the database itself must exist.
     """
+    if pg.is_url(path):
+        return pg.PgDatabase(str(path), readonly=readonly)  # type: ignore[return-value]
     path = Path(path).expanduser()
     if readonly or not create:
         if not path.exists():
@@ -83,6 +88,38 @@ def _configure(conn: sqlite3.Connection, *, readonly: bool) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
 
 
+def is_postgres(db: Any) -> bool:
+    """Tell whether `db` is a PostgreSQL database (else SQLite)."""
+    return getattr(db, "dialect", "sqlite") == "postgres"
+
+
+def describe(target: str | Path) -> str:
+    """Return a PROXY_DB value fit to show: a SQLite path as is, a URL with its password masked."""
+    return pg.mask_url(str(target))
+
+
+# Advisory lock ids (PostgreSQL) for work that several hosts must not do at the same time.
+LOCK_MIGRATE, LOCK_MERGE, LOCK_RETENTION = 0x67650001, 0x67650002, 0x67650003
+# Tables read incrementally by seq: their writers hold these until commit (see pg.py).
+LOCK_KEY_CHANGES, LOCK_PINS, LOCK_USAGE = 0x67650004, 0x67650005, 0x67650006
+
+
+def serialize(db: Any, lock: int) -> None:
+    """Inside a transaction, wait until no other host holds `lock` (PostgreSQL), until commit.
+
+    SQLite needs nothing: `BEGIN IMMEDIATE` already lets one writer in at a time.
+    """
+    if is_postgres(db):
+        db.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
+
+
+def try_serialize(db: Any, lock: int) -> bool:
+    """Like serialize, but return False at once when another host holds `lock`."""
+    if not is_postgres(db):
+        return True
+    return bool(db.execute("SELECT pg_try_advisory_xact_lock(?)", (lock,)).fetchone()[0])
+
+
 @contextlib.contextmanager
 def transaction(db: Database) -> Iterator[Database]:
     """Run the block in a `BEGIN IMMEDIATE` transaction (a savepoint when one is already open).
@@ -124,7 +161,8 @@ def snapshot(db: Database) -> Iterator[Database]:
     if conn.in_transaction:
         yield db
         return
-    conn.execute("BEGIN")
+    # PostgreSQL's default isolation gives each statement its own view; ask for one view.
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if is_postgres(db) else "BEGIN")
     try:
         yield db
     finally:

@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 from sqlite_utils import Database
 
-from .db import fetch_all, fetch_one, snapshot, transaction
+from .db import LOCK_MERGE, fetch_all, fetch_one, serialize, snapshot, transaction
 from .events import add_event
 from .rollup import Rollup
 from .util import (
@@ -117,7 +117,7 @@ def reset_key(db: Database, ref: str | int) -> dict[str, Any]:
         "invalid_reason = NULL, invalid_at = NULL, last_error = NULL",
         clear_health=True,
         clear_stats=True,
-        clear_limits="1",
+        clear_limits="1 = 1",
     )
 
 
@@ -147,6 +147,7 @@ def merge_env_keys(db: Database, google_keys: Iterable[str], remove_keys: Iterab
     wanted = _unique(google_keys)
     dropped = _unique(remove_keys)
     with transaction(db):
+        serialize(db, LOCK_MERGE)  # hosts starting together: the second sees the first's keys
         known = dict(db.execute("SELECT value, id FROM google_keys").fetchall())
         fresh = []
         for value in wanted:
@@ -263,12 +264,11 @@ def _operator_change(
 
 
 def _insert(db: Database, value: str, label: str | None, ts: float) -> int:
-    table = db["google_keys"]
-    table.insert({
-        "value": value, "masked": mask_key(value), "label": label, "status": "active",
-        "created_at": ts, "updated_at": ts,
-    })
-    return int(table.last_pk)
+    # Plain SQL with RETURNING (not sqlite-utils' insert/last_pk): the same on both backends.
+    row = db.execute(
+        "INSERT INTO google_keys (value, masked, label, status, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'active', ?, ?) RETURNING id", (value, mask_key(value), label, ts, ts)).fetchone()
+    return int(row[0])
 
 
 def _clean_label(label: str | None) -> str | None:

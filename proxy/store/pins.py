@@ -11,7 +11,8 @@ from typing import Iterable
 
 from sqlite_utils import Database
 
-from .db import fetch_one, transaction
+from .db import LOCK_PINS, fetch_one, transaction
+from .pg import PgConnection
 from .util import now
 
 _SQL_UNPIN = "DELETE FROM pins WHERE name = ? AND key_id != ?"
@@ -26,6 +27,8 @@ def write_pins(conn: sqlite3.Connection, pins: Iterable[tuple[str, int, float]])
     no-op.
     """
     rows = list(pins)
+    if rows and isinstance(conn, PgConnection):
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_PINS,))  # seq order = commit order
     conn.executemany(_SQL_UNPIN, [(name, key_id) for name, key_id, _ in rows])
     conn.executemany(_SQL_PIN, rows)
 

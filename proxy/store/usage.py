@@ -19,7 +19,8 @@ from typing import Any, Iterable
 
 from sqlite_utils import Database
 
-from .db import fetch_all
+from .db import LOCK_USAGE, fetch_all
+from .pg import PgConnection
 
 SLOT = 5.0  # seconds per bucket of recent sends and tokens
 WINDOW = 60.0  # the minute Google's per-minute quotas count over
@@ -123,6 +124,10 @@ class UsageBook:
         rows = self.pending(now)
         if not rows:
             return 0
+        if isinstance(conn, PgConnection):
+            # Hosts write concurrently: one at a time, so max(seq) + 1 is unique and readers'
+            # "seq > last seen" never skips a row committed late.
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_USAGE,))
         seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM quota_usage").fetchone()[0]
         conn.executemany(_SQL_UPSERT, [(*r, seq) for r in rows])
         return len(rows)

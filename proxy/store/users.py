@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from sqlite_utils import Database
 
-from .db import fetch_all, fetch_one, snapshot, transaction
+from .db import LOCK_MERGE, fetch_all, fetch_one, serialize, snapshot, transaction
 from .events import add_event
 from .util import (
     InvalidValue,
@@ -75,6 +75,7 @@ def merge_env_users(db: Database, user_keys: Iterable[str]) -> dict[str, int]:
     ts = now()
     added = 0
     with transaction(db):
+        serialize(db, LOCK_MERGE)  # hosts starting together: the second sees the first's users
         for key in dict.fromkeys(k.strip() for k in user_keys or () if k and k.strip()):
             key_hash = hash_user_key(key)
             if fetch_one(db, "SELECT id FROM users WHERE key_hash = ?", (key_hash,)) is not None:
@@ -191,12 +192,10 @@ def _require(db: Database, ref: str | int) -> dict[str, Any]:
 
 
 def _insert(db: Database, label: str, key_hash: str, masked: str, ts: float) -> int:
-    table = db["users"]
-    table.insert({
-        "label": label, "key_hash": key_hash, "masked": masked, "status": "active",
-        "created_at": ts, "updated_at": ts,
-    })
-    return int(table.last_pk)
+    row = db.execute(
+        "INSERT INTO users (label, key_hash, masked, status, created_at, updated_at) "
+        "VALUES (?, ?, ?, 'active', ?, ?) RETURNING id", (label, key_hash, masked, ts, ts)).fetchone()
+    return int(row[0])
 
 
 def _free_label(db: Database, key_hash: str) -> str:

@@ -111,7 +111,7 @@ def resolve_keys(db: Database, refs: tuple[str, ...] | list[str]) -> list[int]:
             continue
         tail = text.lstrip(ELLIPSIS)
         rows = db.conn.execute(
-            "SELECT id FROM google_keys WHERE CAST(id AS TEXT) = ? OR label = ? COLLATE NOCASE "
+            "SELECT id FROM google_keys WHERE CAST(id AS TEXT) = ? OR lower(label) = lower(?) "
             "OR masked = ? OR (length(?) >= 3 AND masked LIKE ? ESCAPE '\\')",
             (text, text, text, tail, "%" + _escape(tail)),
         ).fetchall()
@@ -157,11 +157,11 @@ def _request_where(db: Database, f: RequestFilter, *, status: bool = True) -> tu
         params += list(f.models)
     if f.keys:
         ids = resolve_keys(db, f.keys)
-        clauses.append(f"key_id IN ({_marks(ids)})" if ids else "0")
+        clauses.append(f"key_id IN ({_marks(ids)})" if ids else "1 = 0")
         params += ids
     if f.users:
         ids = resolve_users(db, f.users)
-        clauses.append(f"user_id IN ({_marks(ids)})" if ids else "0")
+        clauses.append(f"user_id IN ({_marks(ids)})" if ids else "1 = 0")
         params += ids
     if status and (f.statuses or f.in_flight):
         clause, more = _status_clause(f.statuses, f.in_flight)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable
 from sqlite_utils import Database
 
 from .. import __version__, realthread
+from . import pg
 from .db import open_db
 from .pins import write_pins
 from .schema import OUTCOMES, REQUEST_COLUMNS, STATS_COUNTERS, migrate
@@ -52,6 +53,10 @@ MAX_QUEUE = 100_000  # ops kept while the database cannot take them; the oldest 
 # SQLite result codes that say the database cannot take a write now, not that the write is bad.
 _UNAVAILABLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
                           sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL})
+# Errors that may say the database cannot take writes now: SQLite's, and psycopg's
+# OperationalError (server down, connection lost) when PostgreSQL is in use.
+_OPERATIONAL: tuple[type[BaseException], ...] = (sqlite3.OperationalError, *pg.operational_errors())
+_DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, *pg.database_errors())
 # Index of each outcome's counter in a STATS_COUNTERS-ordered list.
 _OUTCOME_INDEX = {name: STATS_COUNTERS.index(name) for name in OUTCOMES}
 HOUSEKEEPING_EVERY = 30.0  # seconds between retention passes when there is nothing to prune
@@ -68,7 +73,8 @@ _SQL_REQUEST_START = f"INSERT INTO requests ({_COLS}) VALUES ({_VALUES}) ON CONF
 # Values the finish leaves out (None) keep what the start wrote.
 _SQL_REQUEST_FINISH = (
     f"INSERT INTO requests ({_COLS}) VALUES ({_VALUES}) ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{c} = coalesce(:{c}, {c})" for c in REQUEST_COLUMNS if c != "id")
+    # The old value is named requests.c: PostgreSQL finds a bare c ambiguous next to excluded.c.
+    + ", ".join(f"{c} = coalesce(:{c}, requests.{c})" for c in REQUEST_COLUMNS if c != "id")
 )
 # A stream's first byte names its key while it is still in flight; a finish already
 # written (status set) knows more and is never overwritten.
@@ -81,7 +87,7 @@ _SQL_STATS = (
     f"INSERT INTO stats_minute ({', '.join(_STATS_KEY + STATS_COUNTERS)}) "
     f"VALUES ({', '.join('?' * (len(_STATS_KEY) + len(STATS_COUNTERS)))}) "
     f"ON CONFLICT({', '.join(_STATS_KEY)}) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in STATS_COUNTERS)
+    + ", ".join(f"{c} = stats_minute.{c} + excluded.{c}" for c in STATS_COUNTERS)
 )
 _SQL_KEY_USED = (
     "UPDATE google_keys SET last_used_at = max(coalesce(last_used_at, 0), ?), "
@@ -147,7 +153,7 @@ class Writer:
         heartbeat: Callable[[], dict[str, Any]] | None = None,
         housekeeping: Callable[[Database], int] | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = path if pg.is_url(path) else Path(path)
         # Runs on this thread between batches (retention pruning); returns rows it changed.
         self._housekeeping = housekeeping
         self._next_housekeeping = 0.0
@@ -364,7 +370,7 @@ class Writer:
             return
         try:
             busy = self._housekeeping(self._db)
-        except sqlite3.Error as exc:  # locked or busy: try again later, never lose a batch
+        except _DB_ERRORS as exc:  # locked or busy: try again later, never lose a batch
             log.warning("store writer: housekeeping skipped: %s", exc)
             busy = 0
         self._next_housekeeping = now() + (1.0 if busy else HOUSEKEEPING_EVERY)
@@ -419,7 +425,7 @@ class Writer:
                 self._commit(batch, beat, careful=careful)
                 self._committed()
                 break
-            except sqlite3.OperationalError as exc:
+            except _OPERATIONAL as exc:
                 self.last_error = str(exc)
                 if _is_locked(exc) or _is_unavailable(exc):
                     if self._past_give_up():
@@ -516,7 +522,7 @@ class Writer:
         conn.execute("SAVEPOINT usage")
         try:
             self._usage.write(conn, now())
-        except sqlite3.OperationalError as exc:
+        except _OPERATIONAL as exc:
             if _is_locked(exc) or _is_unavailable(exc):
                 raise
             log.error("store writer: usage counters not written: %s", exc)
@@ -534,7 +540,7 @@ class Writer:
         conn.execute("SAVEPOINT beat")
         try:
             conn.execute(_SQL_WORKER, beat)
-        except sqlite3.OperationalError as exc:
+        except _OPERATIONAL as exc:
             if _is_locked(exc) or _is_unavailable(exc):
                 raise
             log.error("store writer: heartbeat not written: %s", exc)
@@ -550,7 +556,7 @@ class Writer:
             conn.execute("SAVEPOINT op")
             try:
                 self._apply(conn, [op])
-            except sqlite3.OperationalError as exc:
+            except _OPERATIONAL as exc:
                 if _is_locked(exc) or _is_unavailable(exc):
                     raise
                 dropped += 1
@@ -726,7 +732,9 @@ def _wait(done: Any, timeout: float) -> bool:
     return True
 
 
-def _is_locked(exc: sqlite3.OperationalError) -> bool:
+def _is_locked(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.Error):
+        return pg.is_contention(exc)
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -734,8 +742,10 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _is_unavailable(exc: sqlite3.Error) -> bool:
-    """Whether SQLite refused because it cannot write now (full, read-only, I/O), not the data."""
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether the database refused because it cannot write now (full, read-only, I/O, gone), not the data."""
+    if not isinstance(exc, sqlite3.Error):
+        return pg.is_unavailable(exc)
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in _UNAVAILABLE
