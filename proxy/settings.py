@@ -113,7 +113,10 @@ class Settings:
     remove_google_keys: list[str] = setting("REMOVE_GOOGLE_KEYS", _pipe_list, [],
                                             "Google keys to mark removed at start.")
     log_level: str = setting("LOG_LEVEL", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.")
-    db_path: str = setting("PROXY_DB", str, "data/keys.db", "SQLite database file.")
+    db_path: str = setting("PROXY_DB", str, "data/keys.db",
+                           "SQLite database file, or postgresql://user:pass@host:port/db shared by several hosts.")
+    host_name: str = setting("PROXY_HOST_NAME", str, "",
+                             "This host's name in the shared database (default: the hostname).")
     bind: str = setting("PROXY_BIND", _bind, "127.0.0.1:5001", "HOST:PORT to listen on.")
     workers: int = setting("PROXY_WORKERS", _positive(int), _default_workers(),
                            "gunicorn worker processes (default: cores + 1).")

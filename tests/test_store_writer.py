@@ -30,6 +30,9 @@ def reader(path):
     database.close()
 
 
+OK_COUNT = "SELECT count(*), count(CASE WHEN status = 200 THEN 1 END) FROM requests"
+
+
 def started(path, **kwargs) -> Writer:
     writer = Writer(path, **kwargs)
     writer.start()
@@ -266,7 +269,7 @@ def test_close_flushes_everything(path, reader):
     start = time.monotonic()
     writer.close()
     assert time.monotonic() - start < 20
-    assert reader.conn.execute("SELECT count(*), count(CASE WHEN status = 200 THEN 1 END) FROM requests").fetchone() == (n, n)
+    assert reader.conn.execute(OK_COUNT).fetchone() == (n, n)
     assert reader.conn.execute("SELECT sum(requests) FROM stats_minute").fetchone()[0] == n
     writer.close()  # idempotent
 
@@ -378,7 +381,7 @@ def test_concurrent_writers_in_several_processes_lose_nothing(path, reader):
     for child in children:
         assert child.wait(timeout=60) == 0
     total = 4 * n
-    assert reader.conn.execute("SELECT count(*), count(CASE WHEN status = 200 THEN 1 END) FROM requests").fetchone() == (total, total)
+    assert reader.conn.execute(OK_COUNT).fetchone() == (total, total)
     assert reader.conn.execute("SELECT requests, ok, tokens_in FROM stats_minute").fetchall() == [(total, total, total)]
     assert reader["events"].count == total
 

@@ -7,12 +7,13 @@ import sqlite3
 import sys
 
 from proxy.cli.admin import add_db_options, db_path
+from proxy.store.pg import is_url
 
 
 def _existing(args: argparse.Namespace) -> str | None:
     """Return the database path, or say there is none there (and return None)."""
     path = db_path(args)
-    if os.path.exists(path):
+    if is_url(path) or os.path.exists(path):
         return path
     print(f"gemini-proxy: no database at {path}; start the proxy once (gemini-proxy serve), "
           "or pass --db", file=sys.stderr)
@@ -39,6 +40,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     path = _existing(args)
     if path is None:
         return 2
+    if is_url(path):
+        from proxy.store.maintenance import pg_dump_command
+
+        print("gemini-proxy: on PostgreSQL, back up with pg_dump (it copies a consistent snapshot "
+              "while the proxy keeps writing); give it the password through PGPASSWORD or ~/.pgpass:\n"
+              f"  {pg_dump_command(path, args.dest)}", file=sys.stderr)
+        return 2
     db = store_db.open_db(path, readonly=True)
 
     def progress(done: int, total: int) -> None:
@@ -63,6 +71,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     path = _existing(args)
     if path is None:
         return 2
+    if is_url(path):
+        from proxy.store import StoreError
+        from proxy.store.maintenance import pg_check
+
+        try:
+            for line in pg_check(store_db.open_db(path)):
+                print(line)
+        except StoreError as exc:
+            print(f"gemini-proxy: {exc}", file=sys.stderr)
+            return 1
+        print("ok")
+        return 0
     try:
         problems = integrity_check(store_db.open_db(path, readonly=True))
     except sqlite3.DatabaseError as exc:  # too damaged even to check page by page
@@ -76,7 +96,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add `db migrate|backup|check` to the main parser."""
     p = sub.add_parser("db", help="migrate, back up or check the database",
-                       description="Maintain the SQLite database (PROXY_DB, default data/keys.db).")
+                       description="Maintain the database (PROXY_DB: a SQLite file, default data/keys.db, "
+                                   "or a postgresql:// URL).")
     dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     q = dsub.add_parser("migrate", help="apply pending migrations",
                         description="Apply pending migrations to an existing database (the "

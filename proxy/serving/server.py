@@ -15,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 from proxy import __version__
 from proxy.serving import handover, multiproc
 from proxy.bootstrap import prepare_database
+from proxy.store.pg import ConnectFailed, is_url, mask_url
 from proxy.serving.gunicorn_conf import options
 from proxy.settings import Settings
 
@@ -119,16 +120,22 @@ def serve(settings: Settings) -> int:
 
             retire_leftovers(settings.db_path)
         # The rows in flight are the old workers' own on a reload; they close them as they finish.
-        interrupted = 0 if taking_over else close_interrupted(settings.db_path)
+        # On a shared PostgreSQL database another host's rows in flight are not ours to close:
+        # rows carry no host yet, so only a SQLite start closes what the last run left.
+        shared = is_url(settings.db_path)
+        interrupted = 0 if taking_over or shared else close_interrupted(settings.db_path)
         pool = census(settings.db_path)
+    except ConnectFailed as exc:  # PostgreSQL down or unreachable: host:port and why, one line
+        print(f"gemini-proxy: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a clear line, not a traceback: the folder or file is the problem
-        print(f"gemini-proxy: cannot open database {settings.db_path}: {exc}", file=sys.stderr)
+        print(f"gemini-proxy: cannot open database {mask_url(settings.db_path)}: {exc}", file=sys.stderr)
         return 2
     if interrupted:
         print(f"gemini-proxy: {interrupted} request(s) the last run left unfinished are marked "
               "interrupted", file=sys.stderr)
     print(f"gemini-proxy {__version__} on http://{settings.bind} "
-          f"({settings.workers} workers, database {settings.db_path}, "
+          f"({settings.workers} workers, database {mask_url(settings.db_path)}, "
           f"upstream {settings.upstream_url})", file=sys.stderr, flush=True)
     if not pool["usable_keys"]:
         print("gemini-proxy: no usable Google keys yet: clients get 503 until you add one "

@@ -41,3 +41,26 @@ def integrity_check(db: Database) -> list[str]:
                 if row[0] != "ok"]
     problems += [f"foreign key: {row}" for row in db.execute("PRAGMA foreign_key_check").fetchall()]
     return problems
+
+
+# Tables whose row counts `db check` reports on PostgreSQL.
+COUNTED = ("google_keys", "users", "requests", "events", "stats_minute", "pins", "workers")
+
+
+def pg_check(db: Database) -> list[str]:
+    """Check a PostgreSQL database: reachable, schema current; return report lines (problems raise)."""
+    from .schema import applied, check_schema
+
+    version = db.execute("SHOW server_version").fetchone()[0]
+    check_schema(db)
+    lines = [f"connected: PostgreSQL {version}", f"schema: {applied(db)[-1]} ({len(applied(db))} migrations)"]
+    for table in COUNTED:
+        lines.append(f"{table}: {db.execute(f'SELECT count(*) FROM {table}').fetchone()[0]} rows")
+    return lines
+
+
+def pg_dump_command(url: str, dest: str | Path) -> str:
+    """Return the pg_dump command that backs up `url` to `dest`, its password masked."""
+    from .pg import mask_url
+
+    return f"pg_dump --format=custom --file={dest} '{mask_url(url)}'"

@@ -277,8 +277,8 @@ class PgTable:
         return self.db.execute("SELECT to_regclass(?)", (self.name,)).fetchone()[0] is not None
 
     def get(self, pk: Any) -> dict[str, Any]:
-        cur = self.db.execute(f"SELECT * FROM {self.name} WHERE {'seq' if self.name in ('requests', 'pins') else 'id'} = ?",
-                              (pk,))
+        pk_column = "seq" if self.name in ("requests", "pins") else "id"
+        cur = self.db.execute(f"SELECT * FROM {self.name} WHERE {pk_column} = ?", (pk,))
         row = cur.fetchone()
         if row is None:
             raise LookupError(f"{self.name} has no row {pk!r}")

@@ -1,0 +1,68 @@
+"""The proxy on a shared PostgreSQL database: serving, the CLI, two hosts, start-up faults."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+from conftest import USER_KEY, LiveProxy, free_port
+from pg import PASSWORD
+from proxy.store import open_db
+
+
+def gemini_proxy(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxy.cli", *argv], capture_output=True, text=True,
+                          timeout=60)
+
+
+def ask(proxy: LiveProxy) -> requests.Response:
+    return requests.post(f"{proxy.url}/v1beta/models/gemini-2.5-flash:generateContent",
+                         headers={"x-goog-api-key": USER_KEY},
+                         json={"contents": [{"parts": [{"text": "hi"}]}]}, timeout=30)
+
+
+def test_two_hosts_share_one_database_and_lose_no_row(tmp_path, fake, pg_url):
+    a = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-a").start()
+    b = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-b").start()
+    try:
+        answers = [ask(p) for p in (a, b) * 5]
+        assert [r.status_code for r in answers] == [200] * 10
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+    db = open_db(pg_url)
+    assert db.execute("SELECT count(*) FROM requests WHERE status = 200").fetchone()[0] == 10
+    # Both started at once on one database: the keys were merged once, not twice.
+    assert db.execute("SELECT count(*) FROM google_keys").fetchone()[0] == 3
+    for proxy in (a, b):
+        assert PASSWORD not in proxy.logs()
+        assert "***" in proxy.logs()
+    listing = gemini_proxy("keys", "list", "--db", pg_url)
+    assert listing.returncode == 0, listing.stderr
+    assert PASSWORD not in listing.stdout + listing.stderr
+
+
+def test_db_check_and_backup_on_postgres(pg_url):
+    migrate_done = gemini_proxy("db", "migrate", "--db", pg_url)
+    assert migrate_done.returncode == 0, migrate_done.stderr
+    check = gemini_proxy("db", "check", "--db", pg_url)
+    assert check.returncode == 0, check.stderr
+    assert "connected: PostgreSQL" in check.stdout and "0006_client" in check.stdout
+    assert "requests: 0 rows" in check.stdout
+    backup = gemini_proxy("db", "backup", "--db", pg_url, "copy.dump")
+    assert backup.returncode == 2
+    assert "pg_dump --format=custom --file=copy.dump" in backup.stderr
+    assert PASSWORD not in backup.stderr and "***" in backup.stderr
+
+
+def test_unreachable_postgres_stops_the_start_with_one_line(tmp_path, fake):
+    port = free_port()  # nothing listens there
+    url = f"postgresql://proxy:{PASSWORD}@127.0.0.1:{port}/proxy"
+    proxy = LiveProxy(tmp_path, fake.url, PROXY_DB=url)
+    proc = subprocess.run([sys.executable, "-m", "proxy.cli", "serve", "--env-file", ""], env=proxy.env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "PostgreSQL" in lines[0]
+    assert PASSWORD not in proc.stderr
