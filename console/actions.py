@@ -20,7 +20,7 @@ class Actions:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = path  # a SQLite path or a postgresql:// URL, as open_db takes it
         self._db: Database | None = None
         self._lock = threading.Lock()
 

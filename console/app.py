@@ -25,6 +25,7 @@ from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer
 from textual.worker import Worker, WorkerState
 
+from proxy.store.db import describe
 from proxy.store.util import StoreError
 
 from .actions import Actions
@@ -71,7 +72,7 @@ class ConsoleApp(App[int]):
     def __init__(self, db_path: str | Path, *, refresh: float = 1.0, read_only: bool = False,
                  upstream: str = DEFAULT_UPSTREAM) -> None:
         super().__init__()
-        self.db_path = Path(db_path)
+        self.db_path = db_path  # a SQLite path or a postgresql:// URL
         self.reader = Reader(self.db_path)
         self.actions = Actions(self.db_path)
         self.interval = refresh
@@ -164,7 +165,8 @@ class ConsoleApp(App[int]):
         if event.state == WorkerState.SUCCESS and isinstance(worker.result, Tick):
             self._apply(worker.result)
         else:
-            self.status_line.show(None, error=f"cannot read {self.db_path}: {_one_line(worker.error)}")
+            self.status_line.show(None, error=f"cannot read {describe(self.db_path)}: "
+                                              f"{_one_line(worker.error)}")
         self._polling = False
         if self._again:
             self._again = False

@@ -38,7 +38,7 @@ class Reader:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = path  # a SQLite path or a postgresql:// URL, as open_db takes it
         self.rollup = Rollup()
         self._db: Database | None = None
         self._lock = threading.Lock()

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from proxy.settings import Settings
+from proxy.store.pg import is_url
 
 DEMO_USER_KEY = "demo-user-key-0001"
 # Five keys with different characters, so the console shows every state a key can be in:
@@ -33,7 +34,7 @@ PROMPTS = ["Write a haiku about SQLite.", "Explain gevent in one sentence.",
 
 def _db_for_demo(settings: Settings, explicit: bool) -> str:
     """Use the configured database unless it already holds real keys."""
-    if explicit or not Path(settings.db_path).exists():
+    if explicit or is_url(settings.db_path) or not Path(settings.db_path).exists():
         return settings.db_path
     from proxy.store import db as store_db, schema
     from proxy.store.keys import list_keys
@@ -179,7 +180,8 @@ def run_demo(settings: Settings, *, traffic: bool = True, explicit_db: bool = Fa
     # SIGTERM (systemd, kill) cleans up like Ctrl-C: no orphaned proxy or fake left behind.
     signal.signal(signal.SIGTERM, _interrupt)
     db_path = _db_for_demo(settings, explicit_db)
-    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    if not is_url(db_path):
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     fake, fake_url = _start_fake()
     _label_demo_keys(db_path)
     _add_demo_user(db_path)

@@ -613,7 +613,8 @@ def pool_health(db: Database, *, now: float) -> dict[str, Any]:
         # Pinned to the time index: a condition on model would tempt the planner into walking
         # the whole model index instead of the last minute's rows.
         got = {row[0]: row[1:] for row in db.conn.execute(
-            "SELECT model, sum(status = 429), sum(status >= 500) FROM requests "
+            "SELECT model, sum(CASE WHEN status = 429 THEN 1 ELSE 0 END), "
+            "sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) FROM requests "
             "INDEXED BY requests_started_at WHERE started_at >= ? GROUP BY model",
             (now - CLIENT_WINDOW,),
         ) if row[0]}
