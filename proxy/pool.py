@@ -43,7 +43,7 @@ from proxy.outcomes import QUOTA_KINDS, QUOTA_NAMES, Kind, Outcome
 from proxy.exchange import current_request_id
 from proxy.redact import redact
 from proxy.store.limits import Limit, held_by_pair, in_force
-from proxy.store.usage import SLOT, WINDOW, in_window
+from proxy.store.quota_usage import SLOT, WINDOW, in_window
 from proxy.store.util import next_pacific_midnight, pacific_day
 
 log = logging.getLogger("proxy.pool")
@@ -116,7 +116,7 @@ class Usage:
     """One (key, model) pair's or one user's use today: this worker's exactly, the others' as read.
 
     `sends` and `tokens` are this worker's recent sends and (time, input tokens), oldest
-    first; `remote` the other workers' recent slots (store.usage); the day totals are kept
+    first; `remote` the other workers' recent slots (store.quota_usage); the day totals are kept
     apart for this worker and for the others.
     """
 

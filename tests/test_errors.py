@@ -114,7 +114,7 @@ def test_transport_failures():
 @pytest.mark.parametrize("per, kind, cls", [("minute", "rpm", Kind.RATE_MINUTE), ("day", "rpd", Kind.RATE_DAY),
                                              ("tokens", "tpm", Kind.RATE_MINUTE)])
 def test_a_429_names_the_quota_and_its_limit(per, kind, cls):
-    from proxy.fake import errors as fake_errors
+    from proxy.fake import google_errors as fake_errors
 
     status, body = fake_errors.quota("gemini-2.5-pro", per=per, limit=250, retry_s=12)
     out = classify(status, json.dumps(body), now=NOW)
@@ -122,7 +122,7 @@ def test_a_429_names_the_quota_and_its_limit(per, kind, cls):
 
 
 def test_limit_zero_is_no_quota_until_midnight_whatever_the_period():
-    from proxy.fake import errors as fake_errors
+    from proxy.fake import google_errors as fake_errors
 
     status, body = fake_errors.quota("gemini-2.5-pro", per="minute", limit=0, retry_s=30)
     out = classify(status, json.dumps(body), now=NOW)

@@ -8,7 +8,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from gevent import sleep as gsleep
 
-from proxy.fake import answers, catalog, errors, openai_layer, protojson, resources, validate
+from proxy.fake import answers, catalog, openai_layer, protojson, resources, validate
+from proxy.fake import google_errors as errors
 from proxy.fake.state import DEAD_MODES, Behaviour, Config, State
 from proxy.fake.web import (JSON_TYPE, Fail, Request, Response, error_response,
                             json_response, page, paced, partial)

@@ -11,7 +11,8 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from proxy.fake import answers, catalog, errors
+from proxy.fake import answers, catalog
+from proxy.fake import google_errors as errors
 from proxy.fake.answers import COMPACT, count_tokens, new_id, sample
 from proxy.fake.web import Fail, Request, Response, json_response, paced, partial
 

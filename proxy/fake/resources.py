@@ -10,7 +10,8 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from proxy.fake import answers, catalog, errors, protojson, validate
+from proxy.fake import answers, catalog, protojson, validate
+from proxy.fake import google_errors as errors
 from proxy.fake.web import Fail, Request, Response, json_response, page
 
 if TYPE_CHECKING:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from proxy.fake import catalog, errors
+from proxy.fake import catalog
+from proxy.fake import google_errors as errors
 
 Problems = list[tuple[str, str]]
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 from gevent import sleep as gsleep
 
-from proxy.fake.errors import Error
+from proxy.fake.google_errors import Error
 
 JSON_TYPE = "application/json; charset=UTF-8"
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}

@@ -19,7 +19,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from .db import fetch_all, snapshot
-from .usage import usage_changes
+from .quota_usage import usage_changes
 from .util import pacific_day
 
 KEY_COLUMNS = "id, value, masked, label, status, invalid_reason, invalid_at, updated_at, rpm_cap"

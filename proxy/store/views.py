@@ -18,7 +18,7 @@ from .db import fetch_all, fetch_one, snapshot
 from .limits import Limit, held_by_pair, in_force
 from .rollup import INDEX, Counters, GroupSums, Rollup, add_into, minute_sums, zero
 from .schema import OUTCOMES
-from .usage import in_window, key_usage_today
+from .quota_usage import in_window, key_usage_today
 from .util import ELLIPSIS, minute_of, next_pacific_midnight, pacific_day, pacific_day_start
 
 IN_FLIGHT_WINDOW = 600.0  # seconds: older rows without a status are presumed lost, not in flight

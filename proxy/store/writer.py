@@ -19,7 +19,7 @@ than by hand:
     ("limit_learned", key_id, model, kind, value, ts)
 
 Usage ops are not SQL one by one: they are folded into this process's running counters
-(store.usage.UsageBook), whose changed rows each batch writes whole.
+(store.quota_usage.UsageBook), whose changed rows each batch writes whole.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from . import pg
 from .db import open_db
 from .pins import write_pins
 from .schema import OUTCOMES, REQUEST_COLUMNS, STATS_COUNTERS, migrate
-from .usage import UsageBook
+from .quota_usage import UsageBook
 from .util import now
 
 log = logging.getLogger(__name__)
