@@ -516,39 +516,10 @@ class Writer:
         self._usage.committed()
 
     def _write_usage(self, conn: sqlite3.Connection, *, careful: bool) -> None:
-        if not careful:
-            self._usage.write(conn, now())
-            return
-        conn.execute("SAVEPOINT usage")
-        try:
-            self._usage.write(conn, now())
-        except _OPERATIONAL as exc:
-            if _is_locked(exc) or _is_unavailable(exc):
-                raise
-            log.error("store writer: usage counters not written: %s", exc)
-            conn.execute("ROLLBACK TO usage")
-        except Exception as exc:
-            log.error("store writer: usage counters not written: %s", exc)
-            conn.execute("ROLLBACK TO usage")
-        conn.execute("RELEASE usage")
+        _extra(conn, "usage counters", lambda: self._usage.write(conn, now()), careful=careful)
 
     def _write_beat(self, conn: sqlite3.Connection, beat: dict[str, Any], *, careful: bool) -> None:
-        if not careful:
-            conn.execute(_SQL_WORKER, beat)
-            return
-        # A heartbeat the callback filled with something unstorable must not sink the batch.
-        conn.execute("SAVEPOINT beat")
-        try:
-            conn.execute(_SQL_WORKER, beat)
-        except _OPERATIONAL as exc:
-            if _is_locked(exc) or _is_unavailable(exc):
-                raise
-            log.error("store writer: heartbeat not written: %s", exc)
-            conn.execute("ROLLBACK TO beat")
-        except Exception as exc:
-            log.error("store writer: heartbeat not written: %s", exc)
-            conn.execute("ROLLBACK TO beat")
-        conn.execute("RELEASE beat")
+        _extra(conn, "heartbeat", lambda: conn.execute(_SQL_WORKER, beat), careful=careful)
 
     def _apply_each(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
         dropped = 0
@@ -716,6 +687,30 @@ def _clean(text: Any) -> Any:
     from ..redact import redact
 
     return redact(text) if isinstance(text, str) else text
+
+
+def _extra(conn: Any, what: str, write: Callable[[], Any], *, careful: bool) -> None:
+    """Write something a batch carries besides its ops (heartbeat, usage counters).
+
+    In a careful pass (the batch failed once), a failure of its own is logged and rolled
+    back to a savepoint, so it cannot sink the batch; "locked" or "unavailable" still
+    propagate, since the whole batch must then wait.
+    """
+    if not careful:
+        write()
+        return
+    conn.execute("SAVEPOINT extra")
+    try:
+        write()
+    except _OPERATIONAL as exc:
+        if _is_locked(exc) or _is_unavailable(exc):
+            raise
+        log.error("store writer: %s not written: %s", what, exc)
+        conn.execute("ROLLBACK TO extra")
+    except Exception as exc:
+        log.error("store writer: %s not written: %s", what, exc)
+        conn.execute("ROLLBACK TO extra")
+    conn.execute("RELEASE extra")
 
 
 def _wait(done: Any, timeout: float) -> bool:
