@@ -309,3 +309,98 @@ def which_py_spy() -> str | None:
     """py-spy from the venv first (pip install py-spy), then PATH."""
     local = Path(PYTHON).parent / "py-spy"
     return str(local) if local.exists() else shutil.which("py-spy")
+
+
+# --- nginx, the floor ----------------------------------------------------------------------
+
+NGINX = "/usr/sbin/nginx"
+
+NGINX_CONF = """\
+# A plain reverse proxy to the fake: what any proxy in front of it costs at least.
+worker_processes 2;
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    upstream fake {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 512;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def which_nginx() -> str | None:
+    """Debian's nginx binary, or one on PATH; None when it is not installed."""
+    return NGINX if os.access(NGINX, os.X_OK) else shutil.which("nginx")
+
+
+class Nginx:
+    """nginx in the foreground with its own config, pid file and temp paths in `workdir`."""
+
+    def __init__(self, *, binary: str, upstream_port: int, workdir: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        self.dir = workdir / "nginx"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=self.dir, port=self.port,
+                                          upstream_port=upstream_port)
+                        .replace("worker_processes 2;", f"worker_processes {workers};"))
+        # -e: the error log before the config is read (the default path is not ours).
+        self.proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(self.dir),
+                                      "-e", str(self.dir / "error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.pid = self.proc.pid
+        self.workers_wanted = workers
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}: {err.strip()[-300:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    if len(self.workers()) == self.workers_wanted:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx not listening within {timeout:.0f} s")
+
+    def workers(self) -> list[int]:
+        return children(self.pid)
+
+    def pids(self) -> list[int]:
+        return [self.pid, *self.workers()]
+
+    def stop(self) -> None:
+        # SIGQUIT is nginx's graceful stop; SIGTERM its fast one: either ends the workers.
+        stop_process(self.proc, sig=signal.SIGTERM, grace=5)
+        if self.proc.stderr:
+            self.proc.stderr.close()

@@ -16,8 +16,8 @@ from typing import Any, Iterator
 from urllib.parse import urlencode
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.models import PreparedRequest
+from requests.adapters import HTTPAdapter, get_encoding_from_headers
+from requests.models import PreparedRequest, Response
 from requests.structures import CaseInsensitiveDict
 
 from proxy.outcomes import Kind, Outcome, classify, parse_error_body, transport_failure
@@ -153,6 +153,71 @@ def _reply_headers(resp: requests.Response, values: tuple[str, ...]) -> list[tup
             if k.lower() not in DROP_RESPONSE_HEADERS]
 
 
+def _split_origin(url: str) -> tuple[str, str] | None:
+    """Split "scheme://host:port/path?query" into origin and request target, or None.
+
+    The target is what requests' `path_url` gives for such a URL; anything unusual (no
+    path, a fragment, an empty query) is left to requests.
+    """
+    start = url.find("//")
+    slash = url.find("/", start + 2) if start > 0 else -1
+    if slash < 0:
+        return None
+    origin, target = url[:slash], url[slash:]
+    if "#" in target or target.endswith("?") or "?" in origin:
+        return None
+    return origin, target
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter without the per-call work this proxy never uses.
+
+    No proxies, no cookies: the stock adapter looks for a proxy twice per call, parses the
+    URL three times and copies every response's cookies into a jar nobody reads. Here the
+    pool's key parameters are kept per origin (the pool itself still comes from urllib3's
+    PoolManager, which owns eviction), the path is the one `_send` built, and the
+    response is built without a cookie jar. `send` itself is requests' own.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._origins: dict[tuple[str, Any, Any], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def get_connection_with_tls_context(self, request: PreparedRequest, verify: Any,
+                                        proxies: Any = None, cert: Any = None) -> Any:
+        split = _split_origin(request.url or "")
+        if proxies or split is None or not isinstance(verify, (bool, str)) \
+                or not isinstance(cert, (str, type(None))):
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        key = (split[0], verify, cert)
+        found = self._origins.get(key)
+        if found is None:
+            try:
+                found = self.build_connection_pool_key_attributes(request, verify, cert)
+            except ValueError:
+                return super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if len(self._origins) < 64:  # a few hosts: the API, upload sessions
+                self._origins[key] = found
+        host_params, pool_kwargs = found
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+
+    def request_url(self, request: PreparedRequest, proxies: Any) -> str:
+        split = None if proxies else _split_origin(request.url or "")
+        return split[1] if split is not None else super().request_url(request, proxies)
+
+    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
+        response = Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url  # type: ignore[assignment]
+        response.request = req
+        response.connection = self
+        return response
+
+
 class Upstream:
     """The pooled HTTP client and the retry loop."""
 
@@ -163,7 +228,7 @@ class Upstream:
         self.session.trust_env = False  # never route Gemini traffic through a stray HTTP_PROXY
         # Idle connections kept per host: enough for steady load; bursts beyond it open
         # extra connections that are closed after use, so memory stays flat.
-        self.adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+        self.adapter = _Adapter(pool_connections=8, pool_maxsize=POOL_MAXSIZE, max_retries=0)
         self.session.mount("http://", self.adapter)
         self.session.mount("https://", self.adapter)
         self.timeout = (settings.connect_timeout, settings.read_timeout)
