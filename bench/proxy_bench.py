@@ -8,8 +8,8 @@ turn: the load generator directly, through nginx (Debian's package, a plain reve
 the floor any proxy pays; skipped when not installed), and through the proxy (gunicorn,
 gevent workers, LOG_LEVEL=WARNING). Each cell (non-stream / stream x concurrency) runs
 the three back to back in ABBA rounds (direct, nginx, proxy, then proxy, nginx, direct),
-so drift on this shared machine cancels and the "added" columns compare like with like. Then a one-worker proxy is profiled with
-py-spy and holds 1,000 streams open at once.
+so drift on this shared machine cancels and the "added" columns compare like with like.
+Then a one-worker proxy is profiled with py-spy and holds 1,000 streams open at once.
 
 Everything runs on loopback; every process is started here and stopped by its pid.
 """
