@@ -135,3 +135,27 @@ def test_a_start_closes_only_its_own_hosts_rows_in_flight(tmp_path, fake, pg_url
         assert "1 request(s) the last run left unfinished" in a.logs()
     finally:
         assert a.stop() == 0
+
+
+def test_a_dead_key_found_by_one_host_is_not_used_by_the_other_a_second_later(tmp_path, fake, pg_url):
+    import time
+
+    dead = "fake-key-0001"
+    fake.set_key(dead, mode="invalid")
+    a = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-a").start()
+    b = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-b").start()
+    try:
+        found_at = None
+        for _ in range(30):  # A tries keys until it meets the dead one (and retries past it)
+            assert ask(a).status_code == 200
+            if any(r["key"] == dead for r in fake.requests):
+                found_at = time.monotonic()
+                break
+        assert found_at is not None
+        # The propagation bound under test: B's next refresh after A's writer commits.
+        time.sleep(max(0.0, found_at + 1.0 - time.monotonic()))
+        fake.clear_requests()
+        assert [ask(b).status_code for _ in range(15)] == [200] * 15
+        assert fake.requests and all(r["key"] != dead for r in fake.requests)
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
