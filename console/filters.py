@@ -1,4 +1,4 @@
-"""Parse the `/` filter line: `model:gemini-2.5-flash status:5xx user:alice key:…x7Qc some text`.
+"""Parse the `/` filter line: `model:gemini-2.5-flash status:5xx user:alice key:…x7Qc host:web1 text`.
 
 Words of the form `name:value` set a field (comma-separated values mean any of them); the
 other words, joined, are free text. Quotes keep spaces inside one word. The result becomes
@@ -18,6 +18,7 @@ FIELDS = {
     "user": "user", "u": "user",
     "status": "status", "s": "status", "code": "status",
     "level": "level", "l": "level", "lvl": "level",
+    "host": "host", "h": "host",
 }
 IN_FLIGHT_WORDS = {"inflight", "in-flight", "live", "pending", "flying", "running"}
 REFUSED_WORDS = {"refused", "refusal", "refusals", "denied", "rejected"}
@@ -25,8 +26,8 @@ _CLASS = re.compile(r"([1-5])xx")
 _RANGE = re.compile(r"(\d{3})-(\d{3})")
 _LEVEL_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
 
-REQUEST_HINT = "model:… key:… user:… status:4xx|429|ok|err|live|refused  text"
-EVENT_HINT = "level:warning status:429|5xx  text"
+REQUEST_HINT = "model:… key:… user:… host:… status:4xx|429|ok|err|live|refused  text"
+EVENT_HINT = "level:warning status:429|5xx host:…  text"
 TEXT_HINT = "words any column shows (all of them, any case)"
 # The console shows model names without this prefix; a filter may use either form.
 MODEL_PREFIX = "gemini-"
@@ -39,6 +40,7 @@ class ParsedFilter:
     models: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
     statuses: list[StatusRange] = field(default_factory=list)
     in_flight: bool = False
     refused: bool = False
@@ -58,11 +60,13 @@ class ParsedFilter:
         return RequestFilter(
             models=tuple(models), keys=tuple(self.keys), users=tuple(self.users),
             statuses=statuses, in_flight=self.in_flight, text=self.text, refused=self.refused,
+            hosts=tuple(self.hosts),
         )
 
     def events(self) -> EventFilter:
         """Return the filter for the event log."""
-        return EventFilter(levels=tuple(self.levels), statuses=tuple(self.statuses), text=self.text)
+        return EventFilter(levels=tuple(self.levels), statuses=tuple(self.statuses), text=self.text,
+                           hosts=tuple(self.hosts))
 
 
 def parse(line: str) -> ParsedFilter:
@@ -93,6 +97,8 @@ def _add(out: ParsedFilter, kind: str, item: str) -> None:
         out.keys.append(item)
     elif kind == "user":
         out.users.append(item)
+    elif kind == "host":
+        out.hosts.append(item)
     elif kind == "level":
         level = _LEVEL_ALIASES.get(item.lower(), item.lower())
         if level not in LEVELS:

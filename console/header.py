@@ -63,6 +63,32 @@ def keys_text(keys: dict[str, int], *, drop_zeros: bool) -> Text:
     return out
 
 
+def hosts_text(hosts: list[dict[str, Any]], *, short: bool) -> Text:
+    """Return ` │ web1 ×2 · web2 down`: each host, its live workers, whether it is up.
+
+    With `short`, only the counts: ` │ hosts 1 up 1 down` (a narrow terminal)."""
+    out = Text(" │", style="dim")
+    if short:
+        up = sum(1 for h in hosts if h["up"])
+        out.append(" hosts", style="dim")
+        out.append(f" {up}", style="bold green" if up else "")
+        out.append(" up")
+        if len(hosts) - up:
+            out.append(f" {len(hosts) - up}", style="bold red")
+            out.append(" down")
+        return out
+    for i, h in enumerate(hosts):
+        out.append(" · " if i else " ", style="dim")
+        out.append(h["host"] or "?", style="bold")
+        if not h["up"]:
+            out.append(" down", style="bold red")
+        elif h["stopping"] == h["workers"]:
+            out.append(" stopping", style="bold yellow")
+        else:
+            out.append(f" ×{h['workers']}", style="green")
+    return out
+
+
 class StatusLine(Static):
     """Show up/down, version, request rate, in-flight count and usable/cooling/sick/dead keys."""
 
@@ -84,11 +110,13 @@ class StatusLine(Static):
             self.update(Text(" reading the database…", style="dim"))
             return
         now = time.time()
+        hosts = status.get("hosts") or []
+        several = len(hosts) > 1
         if status["up"]:
             stopping = status.get("state") == "stopping"
             line.append(*((" ● stopping", "bold yellow") if stopping else (" ● up", "bold green")))
             line.append(f" v{status['version'] or '?'}")
-            if status["workers"] > 1:
+            if status["workers"] > 1 and not several:  # several hosts: each says its own
                 line.append(f" ×{status['workers']}", style="dim")
         else:
             line.append(" ● down", style="bold red")
@@ -100,8 +128,14 @@ class StatusLine(Static):
         line.append(f" req/s ({status.get('rate_window', 60):g}s)")
         if status["up"]:
             line.append(f" · {status['inflight']} in flight")
+        width = self.size.width or 80
         keys = keys_text(status["keys"], drop_zeros=False)
-        if line.cell_len + keys.cell_len > (self.size.width or 80):
+        if several:
+            # Several hosts share the database: name each, or count them when that does not fit.
+            named = hosts_text(hosts, short=False)
+            fits = line.cell_len + named.cell_len + keys_text(status["keys"], drop_zeros=True).cell_len <= width
+            line.append_text(named if fits else hosts_text(hosts, short=True))
+        if line.cell_len + keys.cell_len > width:
             keys = keys_text(status["keys"], drop_zeros=True)  # narrow: only the counts that matter
         line.append_text(keys)
         self.update(line)

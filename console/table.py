@@ -188,6 +188,13 @@ class KeyedTable(DataTable):
                 column.label = self._label(i)
         self.refresh()
 
+    def set_width(self, key: str, width: int) -> None:
+        """Give one column a new width at 80 columns (0 hides it) and lay the table out again."""
+        for i, c in enumerate(self.specs):
+            if c.key == key and c.width != width:
+                self.specs[i] = Column(c.key, c.label, width, c.right, c.flex, c.max_width)
+                self.fit_to(self.size.width)
+
     def relabel(self, key: str, label: str) -> None:
         """Change one column's header text."""
         for i, c in enumerate(self.specs):

@@ -5,7 +5,6 @@ import atexit
 import ipaddress
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +42,8 @@ class ProxyState:
     metrics_on: bool = True
 
     def heartbeat(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
+        # The writer stamps the host (settings.host_name, else the hostname) itself.
+        return {"pid": os.getpid(), "started_at": self.started_at,
                 "last_seen": time.time(), "version": __version__, "inflight": Counters.inflight,
                 "served": Counters.served, "state": "stopping" if Counters.stopping else "up"}
 
@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
                        stats_days=settings.stats_retention_days)
     writer = Writer(settings.db_path, interval=settings.writer_interval,
                     heartbeat=lambda: holder["state"].heartbeat(),
-                    housekeeping=lambda db: prune_once(db, time.time(), policy))
+                    housekeeping=lambda db: prune_once(db, time.time(), policy),
+                    host=settings.host_name)
     pool = KeyPool(writer)
     # The first read is the whole view; the refresher's later reads are only what changed.
     feed = PoolFeed(store_db.open_db(settings.db_path), pool.worker)

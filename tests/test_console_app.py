@@ -672,3 +672,64 @@ def test_status_line_leaves_out_zero_key_counts_only_when_narrow():
     assert keys_text(counts, drop_zeros=False).plain == " │ keys 3 ok 0 cool 2 sick 0 dead 1 off"
     assert keys_text(counts, drop_zeros=True).plain == " │ keys 3 ok 2 sick 1 off"
     assert keys_text({**counts, "disabled": 0}, drop_zeros=False).plain == " │ keys 3 ok 0 cool 2 sick 0 dead"
+
+
+def two_hosts(path: Path) -> None:
+    """Make the seeded database one that two hosts share: rows, events, buckets and workers of each."""
+    now = time.time()
+    add_recent_requests(path, now, [request_row(100 + i, now, host="web1" if i % 2 else "web2",
+                                                worker_pid=4242) for i in range(4)])
+    db = open_db(path)
+    try:
+        db.execute("UPDATE requests SET host = 'web1' WHERE host IS NULL")
+        db.execute("UPDATE events SET host = 'web1'")
+        db.execute("UPDATE events SET host = 'web2' WHERE id = (SELECT max(id) FROM events)")
+        db.execute("UPDATE stats_minute SET host = 'web1'")
+        db.execute("INSERT INTO stats_minute (minute, key_id, model, user_id, dialect, requests, ok, host) "
+                   "VALUES (?, 1, 'gemini-2.5-flash', 1, 'native', 9, 9, 'web2')", (minute_of(now),))
+        db.execute("UPDATE workers SET host = 'web1'")
+        db.execute("INSERT INTO workers (host, pid, started_at, last_seen, version, inflight, served) "
+                   "VALUES ('web2', 4242, ?, ?, '1.0', 0, 0)", (now - 600, now - 300))  # down
+    finally:
+        db.close()
+
+
+def test_several_hosts_show_a_host_column_a_filter_and_a_grouping(db_path):
+    two_hosts(db_path)
+
+    async def go():
+        app = ConsoleApp(db_path, refresh=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            t = table(app, RequestsPane)
+            await until(pilot, lambda: t.row_count == 34)
+            await until(pilot, lambda: t.get_row("req-0103")[-1].plain.strip() == "web1")
+            assert t.virtual_size.width <= t.size.width  # the host column still fits 80 columns
+            status = str(app.query_one("#status").render())
+            assert "hosts 1 up 1 down" in status  # 80 columns: counted
+            await pilot.resize_terminal(130, 24)
+            await until(pilot, lambda: "web1 ×1 · web2 down" in str(app.query_one("#status").render()))
+            await pilot.resize_terminal(*SIZE)
+            await type_into(pilot, app, "host:web2", opener="slash")
+            await until(pilot, lambda: set(keys_of(t)) == {"req-0100", "req-0102"})
+            # One host in view: the column makes way again.
+            await until(pilot, lambda: t.get_row("req-0100")[-1].plain.strip() == "")
+            await pilot.press("2")
+            logs = table(app, LogsPane)
+            await until(pilot, lambda: logs.row_count == 8)
+            hosts = {logs.get_row(k)[-1].plain.strip() for k in keys_of(logs)}
+            assert hosts == {"web1", "web2"}
+            await type_into(pilot, app, "host:web2", opener="slash")
+            await until(pilot, lambda: logs.row_count == 1)
+            await pilot.press("4", "g", "g", "g")  # key → model → user → host
+            stats = table(app, StatsPane)
+            await until(pilot, lambda: {stats.get_row(k)[0].plain.strip() for k in keys_of(stats)}
+                        == {"web1", "web2"})
+    run(go)
+
+
+def test_the_status_line_counts_hosts_when_naming_them_does_not_fit():
+    from console.header import hosts_text
+
+    hosts = [{"host": f"web{i}", "workers": 2, "up": i != 3, "stopping": 0} for i in range(5)]
+    assert hosts_text(hosts, short=False).plain == " │ web0 ×2 · web1 ×2 · web2 ×2 · web3 down · web4 ×2"
+    assert hosts_text(hosts, short=True).plain == " │ hosts 4 up 1 down"

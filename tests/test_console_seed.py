@@ -118,7 +118,7 @@ def put_stats(db: Any, minute: int, key_id: int, model: str, user_id: int, **cou
     db.conn.execute(
         f"INSERT INTO stats_minute (minute, key_id, model, user_id, dialect, {cols}) "
         f"VALUES (?, ?, ?, ?, 'native', {', '.join('?' * len(counts))}) "
-        f"ON CONFLICT(minute, key_id, model, user_id, dialect) DO UPDATE SET "
+        f"ON CONFLICT(minute, key_id, model, user_id, dialect, host) DO UPDATE SET "
         + ", ".join(f"{c} = {c} + excluded.{c}" for c in counts),
         (minute, key_id, model, user_id, *counts.values()),
     )

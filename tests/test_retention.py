@@ -63,9 +63,36 @@ def test_close_interrupted_rows(tmp_path):
     db = store_db.open_db(tmp_path / "r.db")
     migrate(db)
     db.execute("INSERT INTO requests (id, started_at) VALUES ('inflight', ?)", [time.time() - 5])
-    assert close_interrupted(db, time.time()) == 1
+    assert close_interrupted(db, time.time(), "here") == 1  # a row from before hosts: ours on SQLite
     row = next(db.query("select status, error_class from requests"))
     assert row == {"status": 499, "error_class": "interrupted"}
+
+
+def test_close_interrupted_touches_only_this_hosts_rows(db_url):
+    db = store_db.open_db(db_url)
+    migrate(db)
+    t = time.time() - 5
+    db.conn.executemany("INSERT INTO requests (id, started_at, host, worker_pid) VALUES (?, ?, ?, ?)",
+                        [("a1", t, "host-a", 11), ("a2", t, "host-a", 12), ("b1", t, "host-b", 11)])
+    assert close_interrupted(db, time.time(), "host-a", worker_pid=11) == 1  # (host, pid), not pid
+    assert close_interrupted(db, time.time(), "host-a") == 1
+    open_rows = [r["id"] for r in db.query("SELECT id FROM requests WHERE status IS NULL")]
+    assert open_rows == ["b1"]  # host-b is still serving it
+
+
+def test_one_host_prunes_at_a_time_on_postgres(pg_url):
+    from proxy.store.db import LOCK_RETENTION
+
+    db, now = seeded(pg_url, n_old=10, n_new=1)
+    other = store_db.open_db(pg_url)  # another host, in the middle of its own pass
+    other.execute("SELECT pg_advisory_lock(?)", (LOCK_RETENTION,))
+    assert prune_once(db, now, Retention()) == 0
+    assert counts(db)["requests"] == 11
+    other.execute("SELECT pg_advisory_unlock(?)", (LOCK_RETENTION,))
+    assert prune_once(db, now, Retention()) > 0
+    assert counts(db)["requests"] == 1
+    # The lock is let go after each pass: the other host can take it now.
+    assert other.execute("SELECT pg_try_advisory_lock(?)", (LOCK_RETENTION,)).fetchone()[0] is True
 
 
 def cli(*args):

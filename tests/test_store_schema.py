@@ -15,10 +15,10 @@ EXPECTED_COLUMNS = {
     "stats_minute": [
         "minute", "key_id", "model", "user_id", "dialect", "requests", "ok", "rate_limited",
         "key_dead", "upstream_error", "client_error", "rejected", "tokens_in", "tokens_out",
-        "cost_micros",
+        "cost_micros", "host",
     ],
     "requests": ["seq", *schema.REQUEST_COLUMNS],
-    "events": ["id", "ts", "level", "message", "request_id", "status", "key_id", "model"],
+    "events": ["id", "ts", "level", "message", "request_id", "status", "key_id", "model", "host"],
     "users": [
         "id", "label", "key_hash", "masked", "status", "created_at", "updated_at", "rpm_limit",
         "tpd_limit", "allowed_models",
@@ -45,11 +45,11 @@ def test_initial_migration_creates_the_contract(db):
     for table, columns in EXPECTED_COLUMNS.items():
         assert [c.name for c in db[table].columns] == columns, table
     assert db["requests"].pks == ["seq"]
-    assert db["stats_minute"].pks == ["minute", "key_id", "model", "user_id", "dialect"]
+    assert db["stats_minute"].pks == ["minute", "key_id", "model", "user_id", "dialect", "host"]
     assert db["key_health"].pks == ["key_id", "model"]
     assert db["workers"].pks == ["host", "pid"]
     indexes = {tuple(i.columns) for i in db["requests"].indexes}
-    assert {("started_at",), ("model", "seq"), ("key_id", "seq"), ("user_id", "seq"), ("status", "seq")} <= indexes
+    assert {("started_at",), ("host", "seq"), ("model", "seq"), ("key_id", "seq"), ("user_id", "seq"), ("status", "seq")} <= indexes
     assert {("key_id", "minute"), ("user_id", "minute")} <= {tuple(i.columns) for i in db["stats_minute"].indexes}
     assert ("ts",) in {tuple(i.columns) for i in db["events"].indexes}
     assert "AUTOINCREMENT" in db["requests"].schema.upper()
@@ -140,3 +140,23 @@ def test_concurrent_migrations_from_many_processes(tmp_path):
     outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sorted(outputs) == [""] * 5 + [",".join(ALL)]
+
+
+def test_hosts_migration_keeps_what_one_host_wrote(db_url, monkeypatch):
+    """0007_hosts on a database that has rows: buckets keep their counts (host ''), and a
+    bucket of the same minute and key from a named host is a row of its own."""
+    database = open_db(db_url)
+    monkeypatch.setattr(schema, "MIGRATIONS", [m for m in schema.MIGRATIONS if m[0] < "0007"])
+    migrate(database)
+    database.execute("INSERT INTO stats_minute (minute, key_id, model, user_id, dialect, requests) "
+                     "VALUES (1, 2, 'm', 3, 'native', 5)")
+    database.execute("INSERT INTO requests (id, started_at) VALUES ('old', 1)")
+    monkeypatch.undo()
+    assert migrate(database) == ["0007_hosts"]
+    database.execute("INSERT INTO stats_minute (minute, key_id, model, user_id, dialect, requests, host) "
+                     "VALUES (1, 2, 'm', 3, 'native', 7, 'host-b')")
+    rows = database.execute("SELECT host, requests FROM stats_minute ORDER BY host").fetchall()
+    assert [tuple(r) for r in rows] == [("", 5), ("host-b", 7)]
+    assert database.execute("SELECT host FROM requests").fetchone()[0] is None
+    check_schema(database)
+    database.close()

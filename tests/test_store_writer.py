@@ -448,3 +448,35 @@ def test_a_broken_heartbeat_does_not_sink_the_batch(path, reader):
     writer.event("info", "kept")
     writer.close()
     assert reader["events"].count == 1
+
+
+def test_every_row_carries_the_host_that_wrote_it(path, reader):
+    a = started(path, interval=0.01, host="host-a", heartbeat=lambda: {"state": "up"})
+    b = started(path, interval=0.01, host="host-b", heartbeat=lambda: {"state": "up"})
+    for writer, tag in ((a, "a"), (b, "b")):
+        for i in range(3):
+            writer.request_started({"id": f"{tag}{i}", "started_at": 1e9})
+            writer.request_finished({"id": f"{tag}{i}", "status": 200})
+            # The same bucket key from both hosts: two rows, never one contended row.
+            writer.attempt(ts=1e9, key_id=1, model="m", user_id=1, dialect="native", outcome="ok",
+                           final=True)
+        writer.event("info", f"hello from {tag}")
+    a.close()
+    b.close()
+    hosts = {r["id"]: r["host"] for r in reader.query("SELECT id, host FROM requests")}
+    assert hosts == {**{f"a{i}": "host-a" for i in range(3)}, **{f"b{i}": "host-b" for i in range(3)}}
+    events = {r["message"]: r["host"] for r in reader.query("SELECT message, host FROM events")}
+    assert events == {"hello from a": "host-a", "hello from b": "host-b"}
+    buckets = {r["host"]: r["requests"] for r in reader.query("SELECT host, requests FROM stats_minute")}
+    assert buckets == {"host-a": 3, "host-b": 3}
+    assert sorted(r["host"] for r in reader.query("SELECT host FROM workers")) == ["host-a", "host-b"]
+
+
+def test_the_host_defaults_to_proxy_host_name_then_the_hostname(path, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("PROXY_HOST_NAME", raising=False)
+    assert Writer(path).host == socket.gethostname()
+    monkeypatch.setenv("PROXY_HOST_NAME", "from-env")
+    assert Writer(path).host == "from-env"
+    assert Writer(path, host="given").host == "given"

@@ -13,6 +13,7 @@ from ..filters import EVENT_HINT
 from ..fmt import clock, status_style
 from ..table import Cell, Column
 from .base import Job, Pane
+from .requests import HOST_WIDTH, several_hosts
 
 COLUMNS = [
     Column("time", "time", 8),
@@ -20,6 +21,7 @@ COLUMNS = [
     Column("status", "st", 3, right=True),
     Column("message", "message", 50),
     Column("request", "request", 8),
+    Column("host", "host", 0, max_width=16),  # shown when events come from several hosts
 ]
 LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red", "critical": "bold white on red"}
 
@@ -35,6 +37,7 @@ def event_cells(e: dict[str, Any]) -> tuple[Cell, ...]:
         (str(status), status_style(status)) if status else "",
         (e["message"] or "", style if level in ("error", "critical") else ""),
         (e["request_id"] or "")[:8],
+        e.get("host") or "—",
     )
 
 
@@ -45,7 +48,7 @@ class LogsPane(Pane):
     TABLE_COLUMNS = COLUMNS
     FILTER_HINT = EVENT_HINT
     NOTES = [
-        "Filter words: level:warning (that level and worse), status:429|5xx|400-499;",
+        "Filter words: level:warning (that level and worse), status:429|5xx|400-499, host:NAME;",
         "other words search the message (or match a request id exactly).",
         "Events about a request name it (the request column); enter opens that request.",
         "The cursor on the last row follows new events; move up to stop following.",
@@ -85,6 +88,7 @@ class LogsPane(Pane):
         elif after is None:
             self.last_id = 0  # nothing yet: from now on, read only what comes
         ordered = [self.entries[i] for i in sorted(self.entries)]
+        self.table.set_width("host", HOST_WIDTH if several_hosts(ordered) else 0)
         self.table.sync([(str(e["id"]), event_cells(e)) for e in ordered], follow="bottom")
         self.describe()
 

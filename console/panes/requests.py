@@ -29,9 +29,17 @@ COLUMNS = [
     Column("rate", "tok/s", 5, right=True),
     # No room at 80 columns; wider terminals show the error, or the path of a good answer.
     Column("detail", "error / path", 0, flex=4),
+    # Hidden (width 0) until the rows come from more than one host; then HOST_WIDTH.
+    Column("host", "host", 0, max_width=16),
 ]
 
 Row = dict[str, Any]
+HOST_WIDTH = 6
+
+
+def several_hosts(rows: list[Row]) -> bool:
+    """Whether `rows` (requests or events) came from more than one host."""
+    return len({r.get("host") for r in rows if r.get("host")}) > 1
 
 
 def _tokens(r: Row) -> int:
@@ -57,6 +65,7 @@ def _detail(r: Row) -> str:
 # Sort keys per column; None sorts first (an ascending sort puts unknowns on top).
 SORTS: dict[str, Callable[[Row], Any]] = {
     "time": lambda r: r["seq"],
+    "host": lambda r: r.get("host") or "",
     "user": lambda r: (r["user_label"] or "").lower(),
     "dialect": lambda r: r["dialect"] or "",
     "model": lambda r: r["model"] or "",
@@ -116,6 +125,7 @@ def request_cells(r: Row, now: float) -> tuple[Cell, ...]:
         tokens,
         rate,
         detail,
+        r.get("host") or "—",
     )
 
 
@@ -134,10 +144,11 @@ class RequestsPane(Sorted, Pane):
     SORT_DESCENDING = DESCENDING
     FILTER_HINT = REQUEST_HINT
     NOTES = [
-        "Filter words: model:NAME (as shown, e.g. 2.5-flash) key:LABEL|…TAIL|ID user:LABEL",
+        "Filter words: model:NAME (as shown, e.g. 2.5-flash) key:LABEL|…TAIL|ID user:LABEL host:NAME",
         "status:429|4xx|500-599|ok|err|live; other words search path, model, user, key, error",
         "(the newest 100,000 rows). Several values: status:429,5xx.",
         "Requests in flight stay on top; lost: its worker stopped (killed) before it answered.",
+        "The host column shows when the rows come from more than one host (a shared database).",
         "A cursor on the top row follows new requests; G goes back there.",
     ]
     BINDINGS = [
@@ -171,6 +182,7 @@ class RequestsPane(Sorted, Pane):
     def show(self, data: tuple[float, list[Row]]) -> None:
         self.now, self.rows = data
         rows = ordered(self.rows, self.sort_column, self.descending)
+        self.table.set_width("host", HOST_WIDTH if several_hosts(rows) else 0)
         self.table.sync([(r["id"], request_cells(r, self.now)) for r in rows], follow="top")
         self.row_total = len(rows)
         self.flying = sum(1 for r in rows if flying(r))

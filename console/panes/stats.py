@@ -25,7 +25,7 @@ from ..table import Cell, Column
 from .base import Job, Pane
 
 SPANS = [("hour", "last hour by minute"), ("day", "last day by hour"), ("week", "last week by day")]
-GROUPS = [("key_id", "key"), ("model", "model"), ("user_id", "user key")]
+GROUPS = [("key_id", "key"), ("model", "model"), ("user_id", "user key"), ("host", "host")]
 TREND_WIDTH = 23
 COLUMNS = [
     Column("name", "key", 18),
@@ -51,7 +51,7 @@ def dollars(amount: float, tokens: int = 0) -> str:
 
 # What each grouping counts, and the labels of its count, ok% and error columns and trend.
 UNITS = {"key_id": ("tries", "fail", "tries over time"), "model": ("req", "err", "requests over time"),
-         "user_id": ("req", "err", "requests over time")}
+         "user_id": ("req", "err", "requests over time"), "host": ("req", "err", "requests over time")}
 
 
 def failed_requests(counts: Counters) -> int:
@@ -153,7 +153,7 @@ class StatsPane(Pane):
     ]
     BINDINGS = [
         Binding("r", "span", "Range: hour / day / week"),
-        Binding("g", "group", "Group: key / model / user"),
+        Binding("g", "group", "Group: key / model / user / host"),
     ]
 
     def __init__(self, *, id: str = "stats") -> None:
@@ -233,6 +233,8 @@ class StatsPane(Pane):
     def _cells(self, data: StatsData, g: Any, series: list[list[int]]) -> tuple[Cell, ...]:
         if data.group == "model":
             name = g or "(none)"
+        elif data.group == "host":
+            name = g or "(before hosts)"  # buckets written before 0007_hosts
         else:
             name = data.names.get(g) or ("(none)" if not g else f"#{g}")
         # Keys see tries; users and models see requests (see the module docstring).

@@ -49,7 +49,7 @@ def child_exit(server: Any, worker: Any) -> None:
     worker_gone(worker.pid)
     settings = getattr(server.app, "settings", None)  # ProxyServer's; plain gunicorn: read them
     try:
-        closed = close_interrupted((settings or load_settings()).db_path, worker.pid)
+        closed = close_interrupted(settings or load_settings(), worker.pid)  # (this host, pid)
     except Exception as exc:  # the master must outlive a busy or broken database
         server.log.warning("could not close the unfinished requests of worker %s: %s",
                            worker.pid, exc)

@@ -15,7 +15,7 @@ from gunicorn.app.base import BaseApplication
 from proxy import __version__
 from proxy.serving import handover, multiproc
 from proxy.bootstrap import prepare_database
-from proxy.store.pg import ConnectFailed, is_url, mask_url
+from proxy.store.pg import ConnectFailed, mask_url
 from proxy.serving.gunicorn_conf import options
 from proxy.settings import Settings
 
@@ -50,15 +50,16 @@ class ProxyServer(BaseApplication):
             sys.exit(1)
 
 
-def close_interrupted(db_path: str, worker_pid: int | None = None) -> int:
-    """Close request rows left in flight, in the master: all a previous run left (before
-    workers start), or those of one worker that has died (given `worker_pid`)."""
+def close_interrupted(settings: Settings, worker_pid: int | None = None) -> int:
+    """Close this host's request rows left in flight, in the master: all a previous run
+    left (before workers start), or those of one worker that has died (given `worker_pid`)."""
     from proxy.store import db as store_db
     from proxy.store.retention import close_interrupted as close
+    from proxy.store.util import this_host
 
-    db = store_db.open_db(db_path)
+    db = store_db.open_db(settings.db_path)
     try:
-        return close(db, time.time(), worker_pid)
+        return close(db, time.time(), this_host(settings.host_name), worker_pid)
     finally:
         db.close()
 
@@ -120,10 +121,8 @@ def serve(settings: Settings) -> int:
 
             retire_leftovers(settings.db_path)
         # The rows in flight are the old workers' own on a reload; they close them as they finish.
-        # On a shared PostgreSQL database another host's rows in flight are not ours to close:
-        # rows carry no host yet, so only a SQLite start closes what the last run left.
-        shared = is_url(settings.db_path)
-        interrupted = 0 if taking_over or shared else close_interrupted(settings.db_path)
+        # Only this host's rows: on a shared PostgreSQL database other hosts' are still served.
+        interrupted = 0 if taking_over else close_interrupted(settings)
         pool = census(settings.db_path)
     except ConnectFailed as exc:  # PostgreSQL down or unreachable: host:port and why, one line
         print(f"gemini-proxy: {exc}", file=sys.stderr)

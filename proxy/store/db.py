@@ -113,11 +113,25 @@ def serialize(db: Any, lock: int) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
 
 
-def try_serialize(db: Any, lock: int) -> bool:
-    """Like serialize, but return False at once when another host holds `lock`."""
+@contextlib.contextmanager
+def exclusive(db: Any, lock: int) -> Iterator[bool]:
+    """Hold `lock` for the block if no other host holds it (PostgreSQL); yield whether we do.
+
+    A session lock, not a transaction's: the block may run several short transactions and
+    still be the only host doing this work. SQLite has one host: always True.
+    """
     if not is_postgres(db):
-        return True
-    return bool(db.execute("SELECT pg_try_advisory_xact_lock(?)", (lock,)).fetchone()[0])
+        yield True
+        return
+    held = bool(db.execute("SELECT pg_try_advisory_lock(?)", (lock,)).fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                db.execute("SELECT pg_advisory_unlock(?)", (lock,))
+            except pg.database_errors():
+                pass  # the connection went away, and the server released the lock with it
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from .util import now
+from .util import now, this_host
 
 
 def add_event(
@@ -16,10 +16,12 @@ def add_event(
     request_id: str | None = None,
     status: int | None = None,
     ts: float | None = None,
+    host: str = "",
 ) -> None:
-    """Append one event; joins the caller's transaction when one is open."""
+    """Append one event (stamped with this host's name); joins the caller's transaction when one is open."""
     db.execute(
-        "INSERT INTO events (ts, level, message, request_id, status, key_id, model) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (ts if ts is not None else now(), level, message, request_id, status, key_id, model),
+        "INSERT INTO events (ts, level, message, request_id, status, key_id, model, host) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (ts if ts is not None else now(), level, message, request_id, status, key_id, model,
+         this_host(host)),
     )

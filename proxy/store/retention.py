@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from .db import transaction
+from .db import LOCK_RETENTION, exclusive, is_postgres, transaction
 from .util import pacific_day
 
 DAY = 86400.0
@@ -38,8 +38,14 @@ def prune_once(db: Database, now: float, policy: Retention) -> int:
     """Delete at most one batch per table of what is past its age; return rows deleted.
 
     Called again and again (the writer does so between its batches), it drains any
-    backlog without ever holding the write lock for long.
+    backlog without ever holding the write lock for long. On PostgreSQL one host prunes at a
+    time: the others find the lock held, delete nothing and try again later.
     """
+    with exclusive(db, LOCK_RETENTION) as mine:
+        return _prune_all(db, now, policy) if mine else 0
+
+
+def _prune_all(db: Database, now: float, policy: Retention) -> int:
     deleted = 0
     if policy.requests_days:
         deleted += _prune(db, "requests", "started_at", now - policy.requests_days * DAY, "seq",
@@ -61,10 +67,16 @@ def prune_once(db: Database, now: float, policy: Retention) -> int:
     return deleted
 
 
-def close_interrupted(db: Database, now: float, worker_pid: int | None = None) -> int:
-    """Mark requests left in flight as interrupted: by a previous run (a crash, a SIGKILL),
-    or, given `worker_pid`, by that one worker process, which has died."""
-    where, params = "status IS NULL AND started_at < ?", [now]
+def close_interrupted(db: Database, now: float, host: str, worker_pid: int | None = None) -> int:
+    """Mark this host's requests left in flight as interrupted: by a previous run (a crash, a
+    SIGKILL), or, given `worker_pid`, by that one worker process, which has died.
+
+    Only rows `host` wrote: on a shared PostgreSQL database another host's rows in flight
+    are still being served. On SQLite (one host) rows from before hosts were recorded are
+    this host's too.
+    """
+    where, params = "status IS NULL AND started_at < ? AND (host = ?", [now, host]
+    where += " OR host IS NULL)" if not is_postgres(db) else ")"
     message = "the proxy stopped before it finished"
     if worker_pid is not None:
         where += " AND worker_pid = ?"

@@ -20,7 +20,8 @@ Counters = list[int]
 GroupSums = dict[Any, Counters]
 
 # Group columns a caller may ask for; "all" sums everything into one group keyed 0.
-GROUPS: dict[str, str] = {"all": "0", "key_id": "key_id", "model": "model", "user_id": "user_id"}
+GROUPS: dict[str, str] = {"all": "0", "key_id": "key_id", "model": "model", "user_id": "user_id",
+                          "host": "host"}
 INDEX = {name: i for i, name in enumerate(STATS_COUNTERS)}
 # The writer commits every ~0.15 s and may still add to the previous minute just after it
 # ends; an hour counts as settled once it ended this many minutes ago.

@@ -29,7 +29,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "started_at", "ended_at", "user_id", "user_label", "dialect", "method", "path",
     "model", "key_id", "key_masked", "status", "attempts", "attempts_detail", "stream",
     "ttfb_ms", "duration_ms", "tokens_in", "tokens_out", "error_class", "error_message",
-    "worker_pid", "cost_usd", "remote_addr", "presented_key",
+    "worker_pid", "cost_usd", "remote_addr", "presented_key", "host",
 )
 
 # The counters 0001_initial created; frozen, later migrations add to STATS_COUNTERS.
@@ -276,6 +276,38 @@ def _client(db: Database) -> None:
     db.execute("ALTER TABLE requests ADD COLUMN presented_key TEXT")
 
 
+# stats_minute's key from 0007_hosts on: the host is part of it (see _hosts).
+STATS_KEY: tuple[str, ...] = ("minute", "key_id", "model", "user_id", "dialect", "host")
+
+
+def _hosts(db: Database) -> None:
+    """Record which host wrote each request row, event and minute bucket (several hosts, one pool).
+
+    The host joins stats_minute's primary key rather than living in a table of its own: each
+    host's writer then upserts only its own buckets, so two hosts never wait on (or deadlock
+    over) the same row, and every existing reader keeps summing over the groups it sums
+    today. SQLite cannot change a primary key in place, so the table is rebuilt. Rows from
+    before carry host '' (stats) or NULL (requests, events): written when there was one host.
+    """
+    db.execute("ALTER TABLE requests ADD COLUMN host TEXT")
+    db.execute("ALTER TABLE events ADD COLUMN host TEXT")
+    db.execute("CREATE INDEX requests_host_seq ON requests (host, seq)")
+    columns = ", ".join(("minute", "key_id", "model", "user_id", "dialect", *STATS_COUNTERS))
+    db.execute(
+        "CREATE TABLE stats_minute_new (minute INTEGER, key_id INTEGER NOT NULL DEFAULT 0, "
+        "model TEXT NOT NULL DEFAULT '', user_id INTEGER NOT NULL DEFAULT 0, "
+        "dialect TEXT NOT NULL DEFAULT 'native', "
+        + "".join(f"{c} INTEGER DEFAULT 0, " for c in STATS_COUNTERS)
+        + "host TEXT NOT NULL DEFAULT '', "
+        f"PRIMARY KEY ({', '.join(STATS_KEY)}))"
+    )
+    db.execute(f"INSERT INTO stats_minute_new ({columns}) SELECT {columns} FROM stats_minute")
+    db.execute("DROP TABLE stats_minute")
+    db.execute("ALTER TABLE stats_minute_new RENAME TO stats_minute")
+    db.execute("CREATE INDEX stats_minute_key ON stats_minute (key_id, minute)")
+    db.execute("CREATE INDEX stats_minute_user ON stats_minute (user_id, minute)")
+
+
 # -- the same migrations, for PostgreSQL --------------------------------------------------------
 # Same names, same tables and columns; the types PostgreSQL needs (double precision for
 # SQLite's REAL, bigint for INTEGER, identity columns for AUTOINCREMENT) and plpgsql triggers.
@@ -381,6 +413,14 @@ _PG_STEPS: dict[str, list[str]] = {
         "ALTER TABLE requests ADD COLUMN remote_addr TEXT",
         "ALTER TABLE requests ADD COLUMN presented_key TEXT",
     ],
+    "0007_hosts": [
+        "ALTER TABLE requests ADD COLUMN host TEXT",
+        "ALTER TABLE events ADD COLUMN host TEXT",
+        "CREATE INDEX requests_host_seq ON requests (host, seq)",
+        "ALTER TABLE stats_minute ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE stats_minute DROP CONSTRAINT stats_minute_pkey",
+        f"ALTER TABLE stats_minute ADD PRIMARY KEY ({', '.join(STATS_KEY)})",
+    ],
 }
 def _pg_step(name: str) -> Callable[[Database], None]:
     def run(db: Database) -> None:
@@ -398,6 +438,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_quotas", _quotas),
     ("0005_pool_changes", _pool_changes),
     ("0006_client", _client),
+    ("0007_hosts", _hosts),
 ]
 
 

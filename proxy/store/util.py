@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
 import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -44,6 +46,12 @@ def mask_key(value: str) -> str:
 def hash_user_key(value: str) -> str:
     """Return the sha256 hex digest under which a user key is stored."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def this_host(configured: str = "") -> str:
+    """Name this host in the shared database: `configured` (settings.host_name), else the
+    PROXY_HOST_NAME environment variable (commands that read no Settings), else the hostname."""
+    return configured.strip() or os.environ.get("PROXY_HOST_NAME", "").strip() or socket.gethostname()
 
 
 def now() -> float:

@@ -52,7 +52,7 @@ CLIENT_WINDOW = 60.0
 _LIST_COLUMNS = (
     "seq, id, started_at, ended_at, user_id, user_label, dialect, method, path, model, key_id, "
     "key_masked, status, attempts, stream, ttfb_ms, duration_ms, tokens_in, tokens_out, error_class, "
-    "error_message, worker_pid"
+    "error_message, worker_pid, host"
 )
 LEVELS = ("debug", "info", "warning", "error", "critical")
 SPANS = ("hour", "day", "week")
@@ -77,15 +77,17 @@ class RequestFilter:
     in_flight: bool = False
     text: str = ""
     refused: bool = False
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Narrow the event log: levels (exact names), status ranges, free text."""
+    """Narrow the event log: levels (exact names), status ranges, hosts, free text."""
 
     levels: tuple[str, ...] = ()
     statuses: tuple[StatusRange, ...] = ()
     text: str = ""
+    hosts: tuple[str, ...] = ()
 
 
 def _escape(text: str) -> str:
@@ -163,6 +165,9 @@ def _request_where(db: Database, f: RequestFilter, *, status: bool = True) -> tu
         ids = resolve_users(db, f.users)
         clauses.append(f"user_id IN ({_marks(ids)})" if ids else "1 = 0")
         params += ids
+    if f.hosts:
+        clauses.append(f"host IN ({_marks(f.hosts)})")
+        params += list(f.hosts)
     if status and (f.statuses or f.in_flight):
         clause, more = _status_clause(f.statuses, f.in_flight)
         clauses.append(clause)
@@ -248,10 +253,10 @@ def recent_requests(
     return rows
 
 
-def live_workers(db: Database, now: float) -> dict[int, float]:
-    """Return {pid: started_at} of the workers whose heartbeat is fresh."""
-    return {r["pid"]: r["started_at"] or 0.0 for r in fetch_all(
-        db, "SELECT pid, started_at FROM workers WHERE last_seen >= ?", (now - HEARTBEAT_FRESH,))}
+def live_workers(db: Database, now: float) -> dict[tuple[str, int], float]:
+    """Return {(host, pid): started_at} of the workers whose heartbeat is fresh."""
+    return {(r["host"], r["pid"]): r["started_at"] or 0.0 for r in fetch_all(
+        db, "SELECT host, pid, started_at FROM workers WHERE last_seen >= ?", (now - HEARTBEAT_FRESH,))}
 
 
 def mark_lost(db: Database, rows: list[dict[str, Any]], now: float) -> None:
@@ -260,13 +265,15 @@ def mark_lost(db: Database, rows: list[dict[str, Any]], now: float) -> None:
     A row without a status is in flight only while the worker serving it still beats: a
     killed proxy leaves its rows behind, and a pid reused by a later worker (which started
     after the request did) does not bring them back. Rows that name no worker fall back to
-    IN_FLIGHT_WINDOW.
+    IN_FLIGHT_WINDOW. A pid counts on the row's own host (pids recur across hosts); a row
+    from before hosts were recorded matches that pid on any host.
     """
     if not any(r["status"] is None for r in rows):
         for r in rows:
             r["lost"] = False
         return
     alive = live_workers(db, now)
+    by_pid = {pid: started for (_, pid), started in alive.items()}
     for r in rows:
         if r["status"] is not None:
             r["lost"] = False
@@ -276,7 +283,9 @@ def mark_lost(db: Database, rows: list[dict[str, Any]], now: float) -> None:
         if pid is None:
             r["lost"] = now - started > IN_FLIGHT_WINDOW
         else:
-            r["lost"] = pid not in alive or alive[pid] > started + 1.0  # a second of clock slack
+            host = r.get("host")
+            since = by_pid.get(pid) if host is None else alive.get((host, pid))
+            r["lost"] = since is None or since > started + 1.0  # a second of clock slack
 
 
 def request_detail(db: Database, request_id: str, *, now: float | None = None) -> dict[str, Any] | None:
@@ -317,14 +326,17 @@ def recent_events(
     if f.text:
         clauses.append("(request_id = ? OR message LIKE ? ESCAPE '\\')")
         params += [f.text, _like(f.text)]
-    if f.levels or f.statuses or f.text:
+    if f.hosts:
+        clauses.append(f"host IN ({_marks(f.hosts)})")
+        params += list(f.hosts)
+    if f.levels or f.statuses or f.text or f.hosts:
         # Unindexed filters: bound the backwards walk to recent events.
         clauses.append("id > (SELECT coalesce(max(id), 0) FROM events) - ?")
         params.append(SCAN_WINDOW)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     rows = fetch_all(
         db,
-        f"SELECT id, ts, level, message, request_id, status, key_id, model FROM events {where} "
+        f"SELECT id, ts, level, message, request_id, status, key_id, model, host FROM events {where} "
         "ORDER BY id DESC LIMIT ?",
         (*params, limit),
     )
@@ -394,6 +406,15 @@ def proxy_status(db: Database, *, now: float) -> dict[str, Any]:
     for key in keys:
         counts[key["state"]] += 1
     stopping = sum(1 for w in alive if w["state"] == "stopping")
+    hosts: dict[str, dict[str, Any]] = {}
+    for w in sorted(workers, key=lambda w: w["host"] or ""):
+        h = hosts.setdefault(w["host"] or "", {"host": w["host"] or "", "workers": 0, "up": False,
+                                               "stopping": 0, "last_seen": 0.0})
+        h["last_seen"] = max(h["last_seen"], w["last_seen"] or 0.0)
+        if (w["last_seen"] or 0) >= now - HEARTBEAT_FRESH:
+            h["up"] = True
+            h["workers"] += 1
+            h["stopping"] += w["state"] == "stopping"
     return {
         "up": bool(alive),
         # down: no fresh heartbeat; stopping: every live worker is draining after SIGTERM.
@@ -406,6 +427,8 @@ def proxy_status(db: Database, *, now: float) -> dict[str, Any]:
         "rate": recent / RATE_WINDOW,
         "rate_window": RATE_WINDOW,
         "keys": counts,
+        # Each host that ever beat: its live workers, up (any fresh heartbeat), last seen.
+        "hosts": list(hosts.values()),
     }
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sqlite3
 import time
 from collections import deque
@@ -39,9 +38,9 @@ from .. import __version__, realthread
 from . import pg
 from .db import open_db
 from .pins import write_pins
-from .schema import OUTCOMES, REQUEST_COLUMNS, STATS_COUNTERS, migrate
+from .schema import OUTCOMES, REQUEST_COLUMNS, STATS_COUNTERS, STATS_KEY, migrate
 from .quota_usage import UsageBook
-from .util import now
+from .util import now, this_host
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +81,11 @@ _SQL_REQUEST_FIRST_BYTE = (
     "UPDATE requests SET key_id = ?, key_masked = ?, ttfb_ms = ?, attempts = ?, attempts_detail = ? "
     "WHERE id = ? AND status IS NULL"
 )
-_STATS_KEY = ("minute", "key_id", "model", "user_id", "dialect")
+# The host comes last in the key: the writer appends its own to each bucket it upserts.
 _SQL_STATS = (
-    f"INSERT INTO stats_minute ({', '.join(_STATS_KEY + STATS_COUNTERS)}) "
-    f"VALUES ({', '.join('?' * (len(_STATS_KEY) + len(STATS_COUNTERS)))}) "
-    f"ON CONFLICT({', '.join(_STATS_KEY)}) DO UPDATE SET "
+    f"INSERT INTO stats_minute ({', '.join(STATS_KEY + STATS_COUNTERS)}) "
+    f"VALUES ({', '.join('?' * (len(STATS_KEY) + len(STATS_COUNTERS)))}) "
+    f"ON CONFLICT({', '.join(STATS_KEY)}) DO UPDATE SET "
     + ", ".join(f"{c} = stats_minute.{c} + excluded.{c}" for c in STATS_COUNTERS)
 )
 _SQL_KEY_USED = (
@@ -118,8 +117,8 @@ _SQL_LIMIT_LEARNED = (
     "learned_at = excluded.learned_at, updated_at = excluded.updated_at"
 )
 _SQL_EVENT = (
-    "INSERT INTO events (ts, level, message, request_id, status, key_id, model) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (ts, level, message, request_id, status, key_id, model, host) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_WORKER = (
     "INSERT INTO workers (host, pid, started_at, last_seen, version, inflight, served, state) "
@@ -152,8 +151,12 @@ class Writer:
         max_queue: int = MAX_QUEUE,
         heartbeat: Callable[[], dict[str, Any]] | None = None,
         housekeeping: Callable[[Database], int] | None = None,
+        host: str = "",
     ) -> None:
         self.path = path if pg.is_url(path) else Path(path)
+        # This host's name, stamped by this thread on every row, event, bucket and heartbeat
+        # it writes (the request path never carries it).
+        self.host = this_host(host)
         # Runs on this thread between batches (retention pruning); returns rows it changed.
         self._housekeeping = housekeeping
         self._next_housekeeping = 0.0
@@ -396,7 +399,7 @@ class Writer:
             log.exception("store writer: heartbeat callback failed")
             extra = {}
         row = {
-            "host": socket.gethostname(), "pid": os.getpid(), "started_at": self._started_at,
+            "host": self.host, "pid": os.getpid(), "started_at": self._started_at,
             "last_seen": ts, "version": __version__, "inflight": None, "served": None,
             "state": None,
         }
@@ -607,7 +610,7 @@ class Writer:
                     held[4], held[5], held[7] = last_error, ts, ts
             elif kind == "event":
                 _, ts, level, message, *rest = op
-                events.append((ts, level, _clean(message), *rest))
+                events.append((ts, level, _clean(message), *rest, self.host))
             elif kind == "pin":
                 _, name, key_id, ts = op
                 pins[name] = (key_id, ts)
@@ -641,7 +644,7 @@ class Writer:
         if finishes:
             conn.executemany(_SQL_REQUEST_FINISH, list(finishes.values()))
         if stats:
-            conn.executemany(_SQL_STATS, [(*k, *v) for k, v in stats.items()])
+            conn.executemany(_SQL_STATS, [(*k, self.host, *v) for k, v in stats.items()])
         if used:
             conn.executemany(_SQL_KEY_USED, [(ts, err, key_id) for key_id, (ts, err) in used.items()])
         if invalid:
@@ -673,6 +676,7 @@ class Writer:
             if name in _QUOTED:
                 value = _clean(value)
             row[name] = value
+        row["host"] = self.host
         return row
 
 
