@@ -49,7 +49,8 @@ def test_initial_migration_creates_the_contract(db):
     assert db["key_health"].pks == ["key_id", "model"]
     assert db["workers"].pks == ["host", "pid"]
     indexes = {tuple(i.columns) for i in db["requests"].indexes}
-    assert {("started_at",), ("host", "seq"), ("model", "seq"), ("key_id", "seq"), ("user_id", "seq"), ("status", "seq")} <= indexes
+    assert {("started_at",), ("host", "seq"), ("model", "seq"), ("key_id", "seq"), ("user_id", "seq"),
+            ("status", "seq")} <= indexes
     assert {("key_id", "minute"), ("user_id", "minute")} <= {tuple(i.columns) for i in db["stats_minute"].indexes}
     assert ("ts",) in {tuple(i.columns) for i in db["events"].indexes}
     assert "AUTOINCREMENT" in db["requests"].schema.upper()
