@@ -159,3 +159,71 @@ def test_a_dead_key_found_by_one_host_is_not_used_by_the_other_a_second_later(tm
         assert fake.requests and all(r["key"] != dead for r in fake.requests)
     finally:
         assert a.stop() == 0 and b.stop() == 0
+
+
+# ---- two hosts: cooldowns, user limits, uploads; PostgreSQL going away ----------------------
+
+FLASH = "gemini-2.5-flash"
+
+
+def key_id(db, suffix: str) -> int:
+    """Return the id of the Google key whose masked form ends with `suffix`."""
+    return db.execute("SELECT id FROM google_keys WHERE masked LIKE ?", (f"%{suffix}",)).fetchone()[0]
+
+
+def until(check, timeout: float, what: str, step: float = 0.05):
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(step)
+
+
+def test_a_per_minute_cooldown_from_one_host_is_honoured_by_the_other_until_it_ends(
+        tmp_path, fake, pg_url):
+    """A key that answers A with a per-minute 429 (retryDelay 5 s) gets nothing from B for
+    those 5 s (less the 1 s propagation bound), and B uses it again once they are over."""
+    import time
+
+    from proxy.store.limits import set_limit
+
+    delay = 5.0
+    hot = "fake-key-0001"
+    # One send per 5 s window: the second send inside it is refused with retryDelay 5 s.
+    fake.set_key(hot, rpm=1, rpm_window_s=delay, retry_delay_s=delay)
+    a = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-a").start()
+    b = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-b").start()
+    try:
+        # The pool would also learn "1 request per minute" from the 429 and pace the key by it
+        # for a whole minute; an operator's limit overrides that, so only the cooldown is tested.
+        db = open_db(pg_url)
+        set_limit(db, key_id(db, "0001"), "rpm", 1000, model=FLASH)
+        refused_at = None
+        for _ in range(60):  # A spreads over the keys until the hot one refuses (then retries past it)
+            assert ask(a).status_code == 200
+            if fake.refusals().get((hot, FLASH, "minute")):
+                refused_at = time.monotonic()
+                break
+        assert refused_at is not None, "the hot key was never refused"
+        # B's next refresh after A's writer commits (the bound of the dead-key test above).
+        time.sleep(max(0.0, refused_at + 1.0 - time.monotonic()))
+        fake.clear_requests()
+        sent = 0
+        while time.monotonic() < refused_at + delay - 0.5:  # the rest stays inside the cooldown
+            assert ask(b).status_code == 200
+            sent += 1
+        assert sent >= 10 and fake.requests
+        assert all(r["key"] != hot for r in fake.requests), "B sent to a key A had found resting"
+        # Over: B sends to it again (and the fake's window has passed, so it answers).
+        def b_used_hot() -> bool:
+            assert ask(b).status_code == 200
+            return any(r["key"] == hot for r in fake.requests)
+
+        until(b_used_hot, 10.0, "B to use the key again after its cooldown", step=0.0)
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
