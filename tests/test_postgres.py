@@ -227,3 +227,46 @@ def test_a_per_minute_cooldown_from_one_host_is_honoured_by_the_other_until_it_e
         until(b_used_hot, 10.0, "B to use the key again after its cooldown", step=0.0)
     finally:
         assert a.stop() == 0 and b.stop() == 0
+
+
+def test_a_users_rpm_limit_holds_across_two_hosts(tmp_path, fake, pg_url):
+    """Requests spread over A and B get the user's limit of 200s in all, then 429s.
+
+    Each host counts its own sends at once and learns the other's through the database:
+    the other's writer batch (WRITER_INTERVAL) plus this pool's refresh (POOL_REFRESH), about
+    1.2 s with the defaults and 0.25 s with the tests' 0.05 s + 0.2 s (proxy/store/quota_usage.py,
+    README "How keys are chosen"). Requests here go out one per 0.4 s, alternating hosts, so each
+    host has seen every send but the latest: at most one request past the limit may pass.
+    """
+    import time
+
+    from proxy.store import migrate
+    from proxy.store.users import merge_env_users, set_limits
+
+    limit, spacing = 6, 0.4
+    db = open_db(pg_url)
+    migrate(db)
+    merge_env_users(db, [USER_KEY])
+    set_limits(db, db.execute("SELECT id FROM users").fetchone()[0], rpm=limit)
+    a = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-a").start()
+    b = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-b").start()
+    try:
+        answers = []
+        next_at = time.monotonic()
+        for proxy in (a, b) * 8:  # 16 requests in about 6.4 s, well inside one minute
+            time.sleep(max(0.0, next_at - time.monotonic()))  # pacing the load, not a wait to assert
+            next_at += spacing
+            answers.append(ask(proxy))
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {200, 429}, codes
+        assert limit <= codes.count(200) <= limit + 1, codes
+        assert codes[:limit] == [200] * limit, codes  # nothing is refused before the limit
+        refused = next(r for r in answers if r.status_code == 429)
+        assert f"limited to {limit} requests per minute" in refused.json()["error"]["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        # Both hosts refused: the limit is the user's, not one host's.
+        assert {p.url for p, r in zip((a, b) * 8, answers) if r.status_code == 429} == {a.url, b.url}
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+    db = open_db(pg_url)
+    assert db.execute("SELECT count(*) FROM requests WHERE status = 200").fetchone()[0] == codes.count(200)
