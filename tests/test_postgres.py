@@ -270,3 +270,66 @@ def test_a_users_rpm_limit_holds_across_two_hosts(tmp_path, fake, pg_url):
         assert a.stop() == 0 and b.stop() == 0
     db = open_db(pg_url)
     assert db.execute("SELECT count(*) FROM requests WHERE status = 200").fetchone()[0] == codes.count(200)
+
+
+UPLOAD_START = {"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
+                "X-Goog-Upload-Header-Content-Length": "5",
+                "X-Goog-Upload-Header-Content-Type": "text/plain"}
+FINISH = {"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"}
+
+
+def start_upload(proxy: LiveProxy) -> str:
+    """Start a resumable upload through `proxy`; return the session URL it hands out."""
+    resp = requests.post(f"{proxy.url}/upload/v1beta/files", json={"file": {"display_name": "x"}},
+                         headers={**UPLOAD_START, "x-goog-api-key": USER_KEY}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    url = resp.headers["x-goog-upload-url"]
+    assert url.startswith(proxy.url + "/upload/v1beta/files?upload_token=")
+    return url
+
+
+def ask_about(proxy: LiveProxy, file: dict) -> requests.Response:
+    return requests.post(f"{proxy.url}/v1beta/models/{FLASH}:generateContent",
+                         headers={"x-goog-api-key": USER_KEY}, timeout=30,
+                         json={"contents": [{"parts": [{"text": "what is in it?"}, {"fileData": {
+                             "fileUri": file["uri"], "mimeType": "text/plain"}}]}]})
+
+
+def test_a_file_uploaded_through_one_host_is_used_through_the_other_with_its_key(
+        tmp_path, fake, pg_url):
+    """The pin (file → key) and the upload sessions' signing secret live in the database."""
+    a = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-a").start()
+    b = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-b").start()
+    try:
+        # Uploaded through A from start to end, then used through B at once: a pin is committed
+        # before its name reaches the client, and B reads a fresh view for a name it lacks.
+        done = requests.post(start_upload(a), data=b"hello", headers=FINISH, timeout=30)
+        assert done.status_code == 200, done.text
+        first = done.json()["file"]
+        uploader = {r["key"] for r in fake.requests if r["path"].startswith("/upload/")}
+        assert len(uploader) == 1
+        fake.clear_requests()
+        for _ in range(6):  # B's choice is random otherwise: six hits on one key of three is no luck
+            assert ask_about(b, first).status_code == 200
+            got = requests.get(f"{b.url}/v1beta/{first['name']}", headers={"x-goog-api-key": USER_KEY},
+                               timeout=30)
+            assert got.status_code == 200 and got.json()["name"] == first["name"]
+        assert {r["key"] for r in fake.requests} == uploader
+
+        # Started through A, finished through B: B verifies A's session token and sends the
+        # bytes with the key that started the session; then A uses the file B's answer pinned.
+        fake.clear_requests()
+        session = start_upload(a)
+        started_with = {r["key"] for r in fake.requests}
+        done = requests.post(session.replace(a.url, b.url), data=b"hello", headers=FINISH, timeout=30)
+        assert done.status_code == 200, done.text
+        second = done.json()["file"]
+        assert {r["key"] for r in fake.requests} == started_with and len(started_with) == 1
+        fake.clear_requests()
+        for _ in range(6):
+            assert ask_about(a, second).status_code == 200
+        assert {r["key"] for r in fake.requests} == started_with
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+    pins = dict(open_db(pg_url).execute("SELECT name, key_id FROM pins").fetchall())
+    assert set(pins) == {first["name"], second["name"]}
