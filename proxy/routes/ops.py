@@ -32,7 +32,7 @@ def ready() -> ResponseReturnValue:
     elif not writer.alive:
         problem = "the database writer has stopped"
     elif writer.failing:
-        problem = f"the database is not writable: {writer.last_error}"
+        problem = writer.problem
     elif writer.depth and time.time() - writer.last_commit > WRITER_STALL:
         problem = f"the database is not writable: {writer.last_error or 'no commit for a while'}"
     elif keys["usable"] == 0:

@@ -95,6 +95,23 @@ def is_unavailable(exc: BaseException) -> bool:
     return sqlstate[:2] in ("08", "53", "57", "58") or sqlstate == "25006"
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a psycopg error says the server cannot be reached at all (down, shutting down,
+    starting, or the connection lost), as opposed to refusing writes (full, read-only)."""
+    if is_contention(exc):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None:
+        return isinstance(exc, operational_errors())
+    return sqlstate[:2] == "08" or sqlstate in ("57P01", "57P02", "57P03")
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an error (psycopg's run to several, with hints)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 # -- SQL translation ---------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|(?<!:):([A-Za-z_]\w*)|%|\b(?:max|min)\(|\browid\b|\bLIKE\b"
@@ -193,7 +210,7 @@ class PgConnection:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                    application_name="gemini-api-proxy")
         except psycopg.OperationalError as exc:
-            raise ConnectFailed(f"cannot reach PostgreSQL at {where(self.url)}: {_first_line(exc)}") from exc
+            raise ConnectFailed(f"cannot reach PostgreSQL at {where(self.url)}: {first_line(exc)}") from exc
         _Numbers.register(conn)
         self._conn = conn
 
@@ -283,8 +300,3 @@ class PgTable:
         if row is None:
             raise LookupError(f"{self.name} has no row {pk!r}")
         return dict(zip([d[0] for d in cur.description], row))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

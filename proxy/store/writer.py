@@ -177,6 +177,7 @@ class Writer:
         self.last_commit = now()  # when a batch last reached the database (for /ready)
         self.last_error: str | None = None
         self.failing_since: float | None = None  # set while the database refuses writes
+        self.unreachable = False  # while failing: the server cannot be reached at all
         self.dropped = 0  # ops given up on: bad data, or beyond max_queue while failing
         self._give_up_at: float | None = None  # set by close(): stop retrying a failing database
         # Held while idle; releasing it wakes the thread before its interval is up.
@@ -216,6 +217,15 @@ class Writer:
     def failing(self) -> bool:
         """Whether the last write failed because the database cannot take writes now."""
         return self.failing_since is not None
+
+    @property
+    def problem(self) -> str | None:
+        """Say why the database takes no writes now (for /ready), or None while it does."""
+        if self.failing_since is None:
+            return None
+        if self.unreachable:
+            return f"the database at {pg.where(str(self.path))} is unreachable: {self.last_error}"
+        return f"the database is not writable: {self.last_error}"
 
     @property
     def depth(self) -> int:
@@ -429,7 +439,7 @@ class Writer:
                 self._committed()
                 break
             except _OPERATIONAL as exc:
-                self.last_error = str(exc)
+                self.last_error = pg.first_line(exc)
                 if _is_locked(exc) or _is_unavailable(exc):
                     if self._past_give_up():
                         self._drop(len(batch) + self._trim(0), f"still failing at stop: {exc}")
@@ -468,6 +478,7 @@ class Writer:
 
     def _fail(self, exc: Exception, held: int) -> None:
         """Note that the database refuses writes; one log line when it starts, not per retry."""
+        self.unreachable = not isinstance(exc, sqlite3.Error) and pg.is_unreachable(exc)
         if self.failing_since is None:
             self.failing_since = now()
             log.error("store writer: the database cannot take writes (%s); keeping %d ops and "
