@@ -401,3 +401,30 @@ def test_ready_says_the_database_is_unreachable_while_postgres_is_down(tmp_path,
     finally:
         assert a.stop() == 0
     assert open_db(pg_url).execute("SELECT count(*) FROM requests WHERE status = 200").fetchone()[0] == 5
+
+
+def test_the_writer_keeps_its_ops_while_it_cannot_even_reconnect(pg_url, pg_cluster):
+    """Down for several retries (each reconnect refused) the writer drops nothing, says it is
+    unreachable, and writes everything once the server is back."""
+    from proxy.store.writer import Writer
+
+    w = Writer(pg_url, interval=0.05)
+    w.start()
+    try:
+        w.request_finished({"id": "before", "started_at": 1.0, "status": 200})
+        assert w.flush(timeout=10)
+        pg_cluster.stop()
+        try:
+            for i in range(5):
+                w.request_finished({"id": f"down-{i}", "started_at": 2.0, "status": 200})
+            until(lambda: w.failing, 10.0, "the writer to notice")
+            # The first failure is the lost connection; later retries must reconnect, and fail.
+            until(lambda: "cannot reach PostgreSQL" in (w.last_error or ""), 10.0, "a refused reconnect")
+            assert w.dropped == 0 and "unreachable" in (w.problem or "")
+        finally:
+            pg_cluster.resume()
+        assert w.flush(timeout=15) and not w.failing and w.dropped == 0
+    finally:
+        w.close()
+    ids = {r[0] for r in open_db(pg_url).execute("SELECT id FROM requests").fetchall()}
+    assert ids == {"before", *(f"down-{i}" for i in range(5))}

@@ -58,12 +58,13 @@ def _psycopg() -> Any:
 
 
 def operational_errors() -> tuple[type[BaseException], ...]:
-    """Return psycopg's OperationalError (connection lost, server down) when psycopg is installed."""
+    """Return the errors of a server that is down or lost: psycopg's OperationalError and
+    InterfaceError, and ConnectFailed (a reconnect refused), when psycopg is installed."""
     try:
         import psycopg
     except ImportError:
         return ()
-    return (psycopg.OperationalError, psycopg.InterfaceError)
+    return (psycopg.OperationalError, psycopg.InterfaceError, ConnectFailed)
 
 
 def database_errors() -> tuple[type[BaseException], ...]:
