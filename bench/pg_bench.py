@@ -71,7 +71,7 @@ def writer_rate(target: str, rows: int) -> float:
     w = Writer(target, interval=0.05)
     w.start()
     started = time.perf_counter()
-    for i in range(rows):
+    for _ in range(rows):
         w.request_finished({"id": uuid.uuid4().hex, "started_at": time.time(), "status": 200,
                             "model": "gemini-2.5-flash", "path": "/v1beta/models/x:generateContent"})
     assert w.flush(timeout=300)
