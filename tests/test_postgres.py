@@ -341,7 +341,6 @@ def test_a_postgres_restart_under_load_loses_no_request_row(tmp_path, fake, pg_u
     The writer keeps its queue while the server is away and reconnects when it is back.
     """
     import threading
-    import time
 
     a = LiveProxy(tmp_path, fake.url, PROXY_DB=pg_url, PROXY_HOST_NAME="host-a").start()
     answered: list[tuple[str, int]] = []
