@@ -37,6 +37,7 @@ from .panes import PANES, KeysPane, Pane, RequestsPane
 from .panes.base import key_label
 from .probe import ProbeResult, probe_key
 from .reads import Reader, check_db
+from .table import KeyedTable
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
@@ -183,6 +184,8 @@ class ConsoleApp(App[int]):
             return
         if pane.generation != tick.generation:
             self._again = True  # read for an older query: read again for the new one
+            return
+        if not pane.query(KeyedTable):  # a read that lands while the app closes: widgets gone
             return
         pane.show(tick.data)
 
