@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 from conftest import USER_KEY, LiveProxy  # noqa: E402
 from pg import Cluster, _bin_dir  # noqa: E402
@@ -66,6 +66,44 @@ def propagation(cluster: Cluster, trials: int, workdir: Path) -> list[float]:
     return out
 
 
+def throughput(cluster: Cluster, workdir: Path, seconds: float, rounds: int) -> tuple[float, float]:
+    """Return c=32 non-stream req/s through one host on SQLite and on PostgreSQL.
+
+    Both proxies run side by side in front of one fake (50 ms), measured in ABBA rounds
+    (SQLite, PostgreSQL, then PostgreSQL, SQLite) so drift falls on both.
+    """
+    import procs
+
+    fake = procs.Fake(latency_ms=50, chunks=10, chunk_delay_ms=0)
+    fronts = {}
+    for name, db in (("sqlite", None), ("postgres", cluster.create_database())):
+        folder = workdir / name
+        folder.mkdir()
+        fronts[name] = procs.Proxy(upstream=fake.url, workers=3, connections=1000, workdir=folder,
+                                   log_path=folder / "proxy.log", db=db)
+    gen = procs.LoadGen()
+    done = {"sqlite": 0.0, "postgres": 0.0}
+    try:
+        for i in range(rounds):
+            order = ["sqlite", "postgres"] if i % 2 == 0 else ["postgres", "sqlite"]
+            for name in order:
+                r = gen.run({"op": "run", "host": "127.0.0.1", "port": fronts[name].port,
+                             "path": "/v1beta/models/gemini-2.5-flash:generateContent",
+                             "key": procs.USER_KEY, "body": PROMPT, "stream": False, "concurrency": 32,
+                             "warmup": 0.5, "duration": seconds, "max_warmup": 5, "timeout": 30},
+                            timeout=seconds + 60)
+                done[name] += r["completed"] / r["window"]
+    finally:
+        gen.stop()
+        for front in fronts.values():
+            front.stop()
+        fake.stop()
+    return done["sqlite"] / rounds, done["postgres"] / rounds
+
+
+PROMPT = '{"contents": [{"role": "user", "parts": [{"text": "benchmark the proxy"}]}]}'
+
+
 def writer_rate(target: str, rows: int) -> float:
     """Return rows per second the writer commits to `target`."""
     w = Writer(target, interval=0.05)
@@ -84,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="each throughput phase")
+    parser.add_argument("--rounds", type=int, default=4, help="throughput phases per backend")
     args = parser.parse_args(argv)
     bindir = _bin_dir()
     if bindir is None:
@@ -100,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             sqlite_rate = writer_rate(str(Path(tmp) / "bench.db"), args.rows)
             print(f"writer, {args.rows} request rows: PostgreSQL {pg_rate:,.0f} rows/s, "
                   f"SQLite {sqlite_rate:,.0f} rows/s")
+            lite, pg = throughput(cluster, Path(tmp), args.seconds, args.rounds)
+            print(f"native non-stream, c=32, one host: SQLite {lite:,.1f} req/s, PostgreSQL "
+                  f"{pg:,.1f} req/s ({100 * pg / lite:.1f}%)")
     finally:
         cluster.remove()
     return 0

@@ -204,13 +204,14 @@ class Proxy:
     """`gemini-proxy serve` (gunicorn, gevent workers) with bench settings, in a temp folder."""
 
     def __init__(self, *, upstream: str, workers: int, connections: int, workdir: Path,
-                 log_path: Path, google_keys: list[str] | None = None) -> None:
+                 log_path: Path, google_keys: list[str] | None = None,
+                 db: str | None = None) -> None:
         self.port = free_port()
         # A clean slate: settings the caller's shell or a .env might carry would change
         # what is measured, so drop them and run from a folder without a .env.
         env = {k: v for k, v in os.environ.items() if k not in _settings_names()}
         env.update(PROXY_BIND=f"127.0.0.1:{self.port}", PROXY_WORKERS=str(workers),
-                   PROXY_WORKER_CONNECTIONS=str(connections), PROXY_DB=str(workdir / "bench.db"),
+                   PROXY_WORKER_CONNECTIONS=str(connections), PROXY_DB=db or str(workdir / "bench.db"),
                    UPSTREAM_URL=upstream, USER_KEYS=USER_KEY,
                    # INFO writes one line per request; that is a logging benchmark, not ours.
                    LOG_LEVEL="WARNING")
