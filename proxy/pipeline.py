@@ -89,7 +89,9 @@ class Dialect:
             parsed = None
         # The pool's clamped wait, in the message too: RetryInfo itself may be absurd.
         ceiling = math.ceil(wait) if wait is not None else None
-        status, body = gemini_error_to_openai(reply.status, parsed, retry_after=ceiling)
+        spent = reply.outcome is not None and reply.outcome.kind is Kind.RATE_DAY
+        status, body = gemini_error_to_openai(reply.status, parsed, retry_after=ceiling,
+                                              spent=spent if reply.status == 429 else None)
         return json_response(status, body, ceiling if status == 429 else None)
 
 

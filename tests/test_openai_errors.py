@@ -225,3 +225,26 @@ def test_client_disconnect_mid_stream_is_recorded(live_factory, fake):
     (row,) = store_db.open_db(proxy.db).query("select * from requests where dialect = 'openai'")
     assert row["status"] == 499 and row["error_class"] == "client_error", row
     assert row["stream"] == 1
+
+
+def test_a_429_is_worded_as_the_pool_classified_it(app_factory, fake, monkeypatch):
+    """The client hears what the pool acts on: a spent day is insufficient_quota, whatever
+    spelling of "limit: 0" Google used (the translator's own reading wants "limit: 0,")."""
+    import json as _json
+
+    from proxy.outcomes import classify
+    from proxy.upstream import Reply
+
+    body = _json.dumps({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                                  "message": "Quota exceeded for metric: x, limit: 0"}}).encode()
+    outcome = classify(429, body, now=0)
+    assert outcome.kind.value == "rate_limited_day"
+    app = app_factory()
+    monkeypatch.setattr(app.extensions["proxy"].upstream, "open",
+                        lambda call: Reply(429, [("Content-Type", "application/json")], body,
+                                           outcome=outcome))
+    r = app.test_client().post("/v1/chat/completions", headers={"Authorization": "Bearer " + USER_KEY},
+                               json={"model": "gemini-2.5-flash",
+                                     "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 429
+    assert r.get_json()["error"]["code"] == "insufficient_quota"

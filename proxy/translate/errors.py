@@ -144,12 +144,15 @@ _STATUS_TEXT = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: 
 
 
 def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None, *,
-                           retry_after: float | None = None) -> tuple[int, dict[str, Any]]:
+                           retry_after: float | None = None,
+                           spent: bool | None = None) -> tuple[int, dict[str, Any]]:
     """Translate a Google error answer into (status, OpenAI error body).
 
     The openai SDK picks its exception class from the HTTP status alone and reads
     `error.{message,type,code,param}` from the body, so the status carries the
-    meaning and the body mirrors what api.openai.com sends for the same case.
+    meaning and the body mirrors what api.openai.com sends for the same case. For a 429,
+    the proxy passes what its pool made of it (`retry_after`, `spent`: the day's quota is
+    used up), so the client hears what the pool acts on; the body is read only without.
     """
     err = _google_error(body)
     message = err.get("message")
@@ -171,7 +174,7 @@ def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None,
             retry_after = retry_delay_seconds(body)
         if retry_after is not None and "retry" not in message.lower():
             message = f"{message} Please retry in {retry_after:g}s."
-        return 429, rate_limit_body(message, spent=is_daily_quota(body))
+        return 429, rate_limit_body(message, spent=is_daily_quota(body) if spent is None else spent)
     if status == 400 and _CONTEXT_TOO_LONG.search(message):
         return 400, openai_error_body(message, "invalid_request_error", CONTEXT_LENGTH_EXCEEDED)
     if status >= 500:
