@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from proxy import __version__
 from proxy.bootstrap import prepare_database
-from proxy.exchange import Counters
+from proxy.exchange import Counters, publish_metrics
 from proxy.pool import KeyPool, Refresher
 from proxy.prices import Prices
 from proxy.settings import Settings, load_settings
@@ -53,6 +53,8 @@ class ProxyState:
             return
         self.closed = True
         self.refresher.stop()
+        if self.metrics_on:
+            publish_metrics(self)  # the last counts of a stopping worker
         self.writer.close(timeout=self.settings.graceful_timeout)
 
 
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     _states.append(state)
     writer.start()
     refresher.start()
+    _publish_metrics_on_the_hub(state)
     app.extensions["proxy"] = state
 
     app.url_map.merge_slashes = False  # "//" reaches the routes (and a clear 400), not a 308 page
@@ -123,6 +126,34 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
         _enable_cors(app, settings.cors_origins)
     app.wsgi_app = ServingGuard(app.wsgi_app, settings)  # type: ignore[method-assign]
     return app
+
+
+def _publish_metrics_on_the_hub(state: ProxyState) -> None:
+    """Under gevent, publish the requests' metrics every Tally.FLUSH_SECONDS from a greenlet.
+
+    The hub is where requests count them, so counting needs no lock; a scrape answered by
+    another worker sees this one's counts at most that late.
+    """
+    from gevent import monkey
+
+    if not monkey.is_module_patched("threading"):
+        return  # one plain process (tests, tools): every request is published at once
+    import gevent
+
+    from proxy import metrics
+
+    metrics.TALLY.immediate = False
+
+    def publish() -> None:
+        while not state.closed:
+            gevent.sleep(metrics.Tally.FLUSH_SECONDS)
+            if state.metrics_on and not state.closed:
+                try:
+                    publish_metrics(state)
+                except Exception:  # a full disk under the metrics folder must not stop serving
+                    log.exception("publishing metrics failed")
+
+    gevent.spawn(publish)
 
 
 CORS_EXPOSE = ("Retry-After, X-Goog-Upload-URL, X-Goog-Upload-Control-URL, X-Goog-Upload-Status, "

@@ -82,6 +82,12 @@ def _metrics() -> Any:
     return metrics
 
 
+def publish_metrics(sink: "Recorder") -> None:
+    """Write this process's counted metrics and its gauges to Prometheus now."""
+    _metrics().TALLY.flush(inflight=Counters.inflight, queue=sink.writer.depth,
+                           dropped=sink.writer.dropped)
+
+
 class Recorder(Protocol):
     """What an Exchange records through: the worker's state (proxy.app.ProxyState)."""
 
@@ -119,8 +125,6 @@ class Exchange:
             Counters.peak = Counters.inflight
         if sink is not None:
             sink.writer.request_started(self._row(status=None))
-            if sink.metrics_on:
-                _metrics().INFLIGHT.inc()
 
     def __enter__(self) -> "Exchange":
         return self
@@ -220,21 +224,9 @@ class Exchange:
             duration_ms=round(duration * 1000, 2), tokens_in=tin, tokens_out=tout,
             error_class=error_class, error_message=error_message,
             cost_usd=round(cost, 8) if cost else None))
-        if not sink.metrics_on:
-            return
-        m = _metrics()
-        m.INFLIGHT.dec()
-        m.WRITER_QUEUE.set(writer.depth)
-        m.WRITER_DROPPED.set(writer.dropped)
-        model, user = self.model or "-", self.user.label if self.user else "-"
-        m.child(m.REQUESTS, self.dialect, model, f"{status // 100}xx").inc()
-        for a in attempts:
-            m.child(m.ATTEMPTS, a.outcome).inc()
-        m.child(m.DURATION, self.dialect).observe(duration)
-        if ttfb is not None:
-            m.child(m.TTFB, self.dialect).observe(ttfb)
-        if tin or tout:
-            m.child(m.TOKENS, "in", model, user).inc(tin)
-            m.child(m.TOKENS, "out", model, user).inc(tout)
-        if cost:
-            m.child(m.COST, model, user).inc(cost)
+        if sink.metrics_on:
+            tally = _metrics().TALLY
+            tally.add(self.dialect, self.model, self.user.label if self.user else "-", status,
+                      [a.outcome for a in attempts], duration, ttfb, tin, tout, cost)
+            if tally.immediate:
+                publish_metrics(sink)

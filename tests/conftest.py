@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
@@ -71,6 +71,18 @@ def app(app_factory):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll `probe` until it returns something truthy; return it (fail after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -10,10 +10,10 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import requests
-from conftest import USER_KEY
+from conftest import USER_KEY, wait_for
 
 from proxy.store import open_db
 from proxy.store.views import HEARTBEAT_FRESH, RequestFilter, proxy_status, recent_requests
@@ -21,18 +21,6 @@ from proxy.store.views import HEARTBEAT_FRESH, RequestFilter, proxy_status, rece
 BODY = {"contents": [{"role": "user", "parts": [{"text": "tell me a long story about the sea"}]}]}
 STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
-
-
-def wait_for(read: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll `read()` until it returns something truthy; return it (fail after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def query(db_path: str, sql: str, *args: Any) -> list[dict[str, Any]]:

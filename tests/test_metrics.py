@@ -1,9 +1,10 @@
 """/metrics across gunicorn workers, its access rule, /ready's reasons, cost estimates."""
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
-from conftest import GOOGLE_KEYS, USER_KEY
+from conftest import GOOGLE_KEYS, USER_KEY, wait_for
 from proxy.prices import Prices
 from proxy.store import db as store_db
 
@@ -31,9 +32,16 @@ def test_metrics_add_up_across_workers(live_factory, fake):
 
     with ThreadPoolExecutor(8) as ex:
         assert set(ex.map(one, range(n))) == {200}
-    text = requests.get(proxy.url + "/metrics", timeout=5).text
-    assert sample(text, "gemini_proxy_requests_total", dialect="native",
-                  model="gemini-2.5-flash", status_class="2xx") == n
+
+    def scraped() -> str | None:
+        # Each worker publishes every Tally.FLUSH_SECONDS; the one answering, at once.
+        text = requests.get(proxy.url + "/metrics", timeout=5).text
+        done = sample(text, "gemini_proxy_requests_total", dialect="native",
+                      model="gemini-2.5-flash", status_class="2xx")
+        assert done <= n
+        return text if done == n else None
+
+    text = wait_for(scraped, timeout=5)
     # requests already in flight when the first answer came back may meet the dead key too
     assert 1 <= sample(text, "gemini_proxy_upstream_attempts_total", error_class="key_dead") <= 8
     assert sample(text, "gemini_proxy_upstream_attempts_total", error_class="ok") == n
@@ -53,6 +61,74 @@ def test_metrics_add_up_across_workers(live_factory, fake):
     proxy.stop()
     rows = list(store_db.open_db(proxy.db).query("select cost_usd from requests"))
     assert len(rows) == n and all(r["cost_usd"] > 0 for r in rows)
+
+
+def _samples(registry) -> dict[str, float]:
+    """Every sample of `registry` but the creation times, by name and labels."""
+    return {f"{s.name}{sorted(s.labels.items())}": s.value for family in registry.collect()
+            for s in family.samples if not s.name.endswith("_created")}
+
+
+def test_a_tally_writes_what_one_update_per_request_would(monkeypatch):
+    """Summed per label set and per bucket, the exposition is the same as updating at once."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from proxy import metrics
+
+    def fresh() -> CollectorRegistry:
+        registry = CollectorRegistry()
+        for name, make in (("REQUESTS", lambda: Counter("r", "", ["dialect", "model", "status_class"],
+                                                        registry=registry)),
+                           ("ATTEMPTS", lambda: Counter("a", "", ["error_class"], registry=registry)),
+                           ("DURATION", lambda: Histogram("d", "", ["dialect"], registry=registry,
+                                                          buckets=metrics._BUCKETS)),
+                           ("TTFB", lambda: Histogram("t", "", ["dialect"], registry=registry,
+                                                      buckets=metrics._BUCKETS)),
+                           ("TOKENS", lambda: Counter("k", "", ["direction", "model", "user"],
+                                                      registry=registry)),
+                           ("COST", lambda: Counter("c", "", ["model", "user"], registry=registry)),
+                           ("INFLIGHT", lambda: Gauge("i", "", registry=registry)),
+                           ("WRITER_QUEUE", lambda: Gauge("q", "", registry=registry)),
+                           ("WRITER_DROPPED", lambda: Gauge("x", "", registry=registry))):
+            monkeypatch.setattr(metrics, name, make())
+        monkeypatch.setattr(metrics, "_children", {})
+        return registry
+
+    requests_seen = [
+        ("native", "gemini-2.5-flash", "ann", 200, ["ok"], 0.051, 0.050, 10, 20, 0.0001),
+        ("native", "gemini-2.5-flash", "ann", 200, ["key_dead", "ok"], 0.3, 0.29, 5, 0, 0.0),
+        ("openai", "", "bob", 429, ["rate_limited"], 2.5, None, 0, 0, 0.0),
+        ("native", "gemini-2.5-pro", "ann", 200, ["ok"], 0.005, 0.005, 1, 1, 0.00002),
+        ("native", "gemini-2.5-flash", "ann", 502, ["upstream_error"], 400.0, 1.0, 0, 0, 0.0),
+    ]
+    direct = fresh()
+    m = metrics
+    for dialect, model, user, status, outcomes, duration, ttfb, tin, tout, cost in requests_seen:
+        m.REQUESTS.labels(dialect, model or "-", f"{status // 100}xx").inc()
+        for outcome in outcomes:
+            m.ATTEMPTS.labels(outcome).inc()
+        m.DURATION.labels(dialect).observe(duration)
+        if ttfb is not None:
+            m.TTFB.labels(dialect).observe(ttfb)
+        if tin or tout:
+            m.TOKENS.labels("in", model or "-", user).inc(tin)
+            m.TOKENS.labels("out", model or "-", user).inc(tout)
+        if cost:
+            m.COST.labels(model or "-", user).inc(cost)
+    m.INFLIGHT.set(3)
+    expected = _samples(direct)
+
+    tallied = fresh()
+    tally = metrics.Tally()
+    for seen in requests_seen[:2]:
+        tally.add(*seen)
+    tally.flush(inflight=1, queue=0, dropped=0)
+    for seen in requests_seen[2:]:
+        tally.add(*seen)
+    tally.flush(inflight=3, queue=0, dropped=0)
+    got = _samples(tallied)
+    assert any(name.startswith("d_bucket") for name in expected)
+    assert got == pytest.approx(expected)
 
 
 def test_ready_says_why_not(app_factory, fake):

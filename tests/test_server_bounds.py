@@ -14,12 +14,12 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import requests
 
-from conftest import USER_KEY, LiveProxy
+from conftest import USER_KEY, LiveProxy, wait_for
 from proxy.store import db as store_db
 
 GEN = "/v1beta/models/gemini-2.5-flash:generateContent"
@@ -34,17 +34,6 @@ def proxy(tmp_path_factory, fake_server) -> Iterator[LiveProxy]:
     live = LiveProxy(tmp_path_factory.mktemp("bounds"), fake_server.url, **BOUNDS).start()
     yield live
     live.stop()
-
-
-def wait_for(probe: Callable[[], object], timeout: float = 10.0) -> object:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def body_of(size: int) -> bytes:

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from proxy import __version__
-from proxy.exchange import Counters
+from proxy.exchange import Counters, publish_metrics
 
 bp = Blueprint("ops", __name__)
 WRITER_STALL = 10.0  # seconds without a committed batch while work waits: not ready
@@ -73,7 +73,6 @@ def metrics() -> ResponseReturnValue:
         m.QUOTA_LEFT.labels(model).set(budget["left"])
         m.QUOTA_LIMIT.labels(model).set(budget["limit"])
         m.NO_QUOTA.labels(model).set(budget["no_quota"])
-    m.WRITER_QUEUE.set(st.writer.depth)
-    m.WRITER_DROPPED.set(st.writer.dropped)
+    publish_metrics(st)  # this worker's latest; the others publish every Tally.FLUSH_SECONDS
     body, content_type = m.render()
     return Response(body, content_type=content_type)
