@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import logging
 import os
 import time
@@ -15,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from proxy import __version__
 from proxy.bootstrap import prepare_database
 from proxy.exchange import Counters, publish_metrics
+from proxy.http import TrustedPeers
 from proxy.pool import KeyPool, Refresher
 from proxy.prices import Prices
 from proxy.settings import Settings, load_settings
@@ -34,7 +34,7 @@ class ProxyState:
     upstream: Upstream
     refresher: Refresher
     secret: bytes
-    trusted: list[Any] = field(default_factory=list)
+    trusted: TrustedPeers = field(default_factory=lambda: TrustedPeers(()))
     started_at: float = field(default_factory=time.time)
     closed: bool = False
     cache: dict[str, Any] = field(default_factory=dict)  # small per-worker caches (model list)
@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, *, test_config: dict[str, Any] 
     pool.apply(feed.read())
     refresher = Refresher(pool, feed.read, settings.pool_refresh)
     state = ProxyState(settings, pool, writer, Upstream(settings, pool), refresher, secret,
-                       [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies],
+                       TrustedPeers(settings.trusted_proxies),
                        prices=Prices.load(settings.prices_file, quiet=True))
     holder["state"] = state
     _states.append(state)

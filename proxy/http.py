@@ -47,13 +47,37 @@ def stream_response(body: Iterable[bytes], status: int, headers: list[tuple[str,
     return resp
 
 
+class TrustedPeers:
+    """The reverse proxies whose X-Forwarded-* headers are believed (TRUSTED_PROXIES).
+
+    A worker meets few peer addresses (Traefik's, a few clients'), so each answer is kept:
+    parsing an address and testing the networks would otherwise run on every request.
+    """
+
+    _REMEMBERED = 4096
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._seen: dict[str, bool] = {}
+
+    def __contains__(self, address: str) -> bool:
+        found = self._seen.get(address)
+        if found is None:
+            try:
+                peer = ipaddress.ip_address(address)
+            except ValueError:
+                found = False
+            else:
+                found = any(peer in net for net in self.networks)
+            if len(self._seen) >= self._REMEMBERED:
+                self._seen.clear()
+            self._seen[address] = found
+        return found
+
+
 def _trusted_peer() -> bool:
     """Whether the direct peer is a reverse proxy whose X-Forwarded-* headers we believe."""
-    try:
-        peer = ipaddress.ip_address(request.remote_addr or "")
-    except ValueError:
-        return False
-    return any(peer in net for net in state().trusted)
+    return (request.remote_addr or "") in state().trusted
 
 
 def public_base_url() -> str:

@@ -110,6 +110,20 @@ def test_upload_url_points_back_at_the_proxy_and_honours_trusted_forwarding(clie
     assert r.headers["x-goog-upload-url"].startswith("http://localhost/upload/")
 
 
+def test_trusted_peers_answer_the_same_every_time():
+    """The remembered answers match a fresh parse: v4, v6, v4-in-v6, junk; and past the bound."""
+    from proxy.http import TrustedPeers
+
+    peers = TrustedPeers(["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"])
+    cases = {"127.0.0.1": True, "10.9.8.7": True, "fd00::1": True, "11.0.0.1": False,
+             "::ffff:10.0.0.1": False, "not an address": False, "": False}
+    for _ in range(2):
+        assert {a: a in peers for a in cases} == cases
+    for i in range(TrustedPeers._REMEMBERED + 10):  # many clients: the memory stays bounded
+        assert f"192.0.2.{i % 250}:{i}" not in peers
+    assert len(peers._seen) <= TrustedPeers._REMEMBERED and "10.1.1.1" in peers
+
+
 def test_forged_upload_token_is_refused(client, fake):
     r = client.post("/upload/v1beta/files?upload_token=eyJrIjoxfQ.AAAA", data=b"hello",
                     headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
