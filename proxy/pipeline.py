@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from flask import Response, request
 
@@ -40,23 +39,70 @@ class Answered(Exception):
 
 # -- dialects: how each API family says no ----------------------------------------------------
 
-@dataclass(frozen=True)
 class Dialect:
     """How one API family words the pipeline's refusals and relays upstream failures."""
 
     name: str  # "native" or "openai": the request row's dialect
-    error: Callable[..., Response]  # (status, message, **kw) in this family's envelope
     unauthorized_message: str
 
+    def error(self, status: int, message: str, **kw: Any) -> Response:
+        """Return an error in this family's envelope."""
+        raise NotImplementedError
+
     def unauthorized(self) -> Response:
-        if self.name == "openai":
-            return self.error(401, self.unauthorized_message, code="invalid_api_key")
         return self.error(401, self.unauthorized_message)
 
     def refused(self, refusal: Refusal) -> Response:
         """The user key's own limits said no."""
-        if self.name == "native":
-            return self.error(refusal.status, refusal.message, retry_after=refusal.retry_after)
+        raise NotImplementedError
+
+    def unavailable(self, exc: PoolUnavailable, flight: "Flight") -> Response:
+        """No key could take the call: every key resting (429) or none usable (503)."""
+        raise NotImplementedError
+
+    def upstream_error(self, reply: Reply, model: str) -> Response:
+        """Google's own failure, as this family's clients expect it."""
+        raise NotImplementedError
+
+
+class _Native(Dialect):
+    """Google's envelope; Google's own answers relayed as they came."""
+
+    name = "native"
+    unauthorized_message = ("Missing or unknown proxy key. Pass your user key in the "
+                            "x-goog-api-key header, ?key=, or Authorization: Bearer.")
+
+    def error(self, status: int, message: str, **kw: Any) -> Response:
+        return gemini_error(status, message, **kw)
+
+    def refused(self, refusal: Refusal) -> Response:
+        return self.error(refusal.status, refusal.message, retry_after=refusal.retry_after)
+
+    def unavailable(self, exc: PoolUnavailable, flight: "Flight") -> Response:
+        return self.error(exc.status, exc.message, retry_after=exc.retry_after,
+                          framing_array=flight.array)
+
+    def upstream_error(self, reply: Reply, model: str) -> Response:
+        resp = Response(reply.body, status=reply.status, headers=reply.headers)
+        if reply.status == 429 and "Retry-After" not in resp.headers:
+            resp.headers["Retry-After"] = str(math.ceil(retry_after(state().pool, model, reply)))
+        return resp
+
+
+class _OpenAI(Dialect):
+    """OpenAI's envelope, codes and rate-limit wording."""
+
+    name = "openai"
+    unauthorized_message = ("Missing or unknown proxy key. Pass your user key as "
+                            "Authorization: Bearer <key>.")
+
+    def error(self, status: int, message: str, **kw: Any) -> Response:
+        return openai_error(status, message, **kw)
+
+    def unauthorized(self) -> Response:
+        return self.error(401, self.unauthorized_message, code="invalid_api_key")
+
+    def refused(self, refusal: Refusal) -> Response:
         if refusal.status == 429:
             return json_response(429, rate_limit_body(refusal.message, spent=refusal.spent),
                                  refusal.retry_after)
@@ -64,25 +110,15 @@ class Dialect:
                           param="model")
 
     def unavailable(self, exc: PoolUnavailable, flight: "Flight") -> Response:
-        """No key could take the call: every key resting (429) or none usable (503)."""
-        if self.name == "native":
-            return self.error(exc.status, exc.message, retry_after=exc.retry_after,
-                              framing_array=flight.array)
         if exc.status == 429:
             message = (f"All Google keys are resting ({exc.message}); retry after "
                        f"{math.ceil(exc.retry_after or 1)} s.")
             return json_response(429, rate_limit_body(message, spent=_day_spent(flight.model)),
                                  exc.retry_after)
-        return self.error(503, exc.message, "server_error", code="no_usable_key")
+        return self.error(503, exc.message, type="server_error", code="no_usable_key")
 
     def upstream_error(self, reply: Reply, model: str) -> Response:
-        """Google's own failure: relayed as it came (native) or in OpenAI's shape."""
         wait = retry_after(state().pool, model, reply) if reply.status == 429 else None
-        if self.name == "native":
-            resp = Response(reply.body, status=reply.status, headers=reply.headers)
-            if wait is not None and "Retry-After" not in resp.headers:
-                resp.headers["Retry-After"] = str(math.ceil(wait))
-            return resp
         try:
             parsed = loads_strict(reply.body or b"null")
         except ValueError:
@@ -95,10 +131,8 @@ class Dialect:
         return json_response(status, body, ceiling if status == 429 else None)
 
 
-NATIVE = Dialect("native", gemini_error, "Missing or unknown proxy key. Pass your user key in "
-                 "the x-goog-api-key header, ?key=, or Authorization: Bearer.")
-OPENAI = Dialect("openai", openai_error, "Missing or unknown proxy key. Pass your user key as "
-                 "Authorization: Bearer <key>.")
+NATIVE: Dialect = _Native()
+OPENAI: Dialect = _OpenAI()
 
 
 _OPENAI_PATHS = ("/openai/", "/v1/chat/", "/v1/embeddings", "/v1/responses")
