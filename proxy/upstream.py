@@ -159,10 +159,17 @@ def filter_request_headers(headers: Any) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in drop}
 
 
-def _reply_headers(headers: HTTPHeaderDict, values: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Return the headers to relay (a repeated one joined, as requests did), keys masked."""
-    return [(k, redact_header(v, values)) for k, v in headers.itermerged()
-            if k.lower() not in DROP_RESPONSE_HEADERS]
+def _reply_headers(headers: HTTPHeaderDict, key: str) -> list[tuple[str, str]]:
+    """Return the headers to relay, repeated ones joined, `key` and key shapes masked.
+
+    One `redact` over all values tells whether any needs masking (it hands back the very
+    object when nothing does), so the usual answer costs one search, not one per header.
+    """
+    kept = [(k, v) for k, v in headers.itermerged() if k.lower() not in DROP_RESPONSE_HEADERS]
+    joined = "\n".join(v for _, v in kept)
+    if redact(joined, (key,)) is joined:
+        return kept
+    return [(k, redact_header(v, (key,))) for k, v in kept]
 
 
 def _split_origin(url: str) -> tuple[str, str] | None:
@@ -436,7 +443,7 @@ class Upstream:
             body = json.dumps(_gateway_error(outcome)).encode()
             return Reply(outcome.status, [("Content-Type", "application/json")], body, key=key,
                          outcome=outcome)
-        headers = _reply_headers(resp.headers, mine)
+        headers = _reply_headers(resp.headers, key.value)
         if resp.status_code >= 400:
             try:
                 body = resp.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
@@ -455,13 +462,13 @@ class Upstream:
                 first = next(chunks, b"")
                 ttfb = time.monotonic() - started
                 return Reply(resp.status_code, headers, chunks=_prepend(first, chunks),
-                             key=key, outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb,
+                             key=key, outcome=_ok(resp.status_code), ttfb=ttfb,
                              response=resp)
             ttfb = time.monotonic() - started
             body = redact(resp.raw.read(decode_content=True) or b"", mine)
             resp.close()
             return Reply(resp.status_code, headers, body, key=key,
-                         outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb)
+                         outcome=_ok(resp.status_code), ttfb=ttfb)
         except Exception as exc:  # broke before a byte went to the client: retryable
             resp.close()
             outcome = self._failed(exc)
@@ -506,6 +513,17 @@ def _not_an_answer(data: Any, members: tuple[str, ...]) -> str | None:
     if members and not any(m in data for m in members):
         return f"an object holding none of {', '.join(members)}"
     return None
+
+
+_OK: dict[int, Outcome] = {}
+
+
+def _ok(status: int) -> Outcome:
+    """Return the success outcome for `status`; one per status, shared (Outcome is frozen)."""
+    outcome = _OK.get(status)
+    if outcome is None:
+        outcome = _OK[status] = Outcome(Kind.OK, status)
+    return outcome
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
