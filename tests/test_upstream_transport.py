@@ -9,10 +9,13 @@ the same `transport_failure` outcome.
 """
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import queue
 import random
 import re
 import socket
+import ssl
 import threading
 from typing import Callable, Iterator
 
@@ -63,10 +66,10 @@ class Loopback:
     """A raw TCP server on 127.0.0.1 that runs `behave(conn, server, number)` for each
     connection (numbered from 1), then closes it."""
 
-    def __init__(self, behave: Behaviour) -> None:
-        self.behave = behave
+    def __init__(self, behave: Behaviour, tls: ssl.SSLContext | None = None) -> None:
+        self.behave, self.tls = behave, tls
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"http{'s' if tls else ''}://127.0.0.1:{self.sock.getsockname()[1]}"
         self.done = threading.Event()  # set at close: behaviours that hold a connection let go
         self.accepted = 0
         self.hung_up: queue.Queue[int] = queue.Queue()  # connections the client closed, by number
@@ -91,6 +94,8 @@ class Loopback:
         with conn:
             conn.settimeout(10)
             try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
                 self.behave(conn, self, number)
             except OSError:
                 pass
@@ -114,8 +119,8 @@ class Loopback:
 def loopback() -> Iterator[Callable[..., Loopback]]:
     servers: list[Loopback] = []
 
-    def build(behave: Behaviour) -> Loopback:
-        servers.append(Loopback(behave))
+    def build(behave: Behaviour, tls: ssl.SSLContext | None = None) -> Loopback:
+        servers.append(Loopback(behave, tls))
         return servers[-1]
 
     yield build
@@ -142,6 +147,7 @@ def through_requests(url: str, stream: bool) -> Outcome:
     session = requests.Session()
     session.trust_env = False
     session.mount("http://", HTTPAdapter(max_retries=0))
+    session.mount("https://", HTTPAdapter(max_retries=0))
     target = url + (STREAM + "?alt=sse" if stream else GENERATE)
     try:
         with session.post(target, data=b"{}", headers={"Content-Type": "application/json"},
@@ -339,3 +345,45 @@ def test_reply_headers_join_repeats_drop_this_hops_and_mask_keys(tmp_path, loopb
         ("Content-Type", "application/json"), ("Vary", "Origin, X-Origin"),
         ("X-Echo", "key=" + mask_key("fake-key-0001").replace("…", "...")),
         ("X-Other", mask_key(shaped).replace("…", "..."))]
+
+
+def self_signed(tmp_path) -> tuple[ssl.SSLContext, str]:
+    """A TLS server context for 127.0.0.1 and the path of its certificate (its own CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "upstream.crt", tmp_path / "upstream.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context, str(cert_path)
+
+
+def test_https_trusts_the_ca_bundle_requests_names_and_refuses_others_alike(
+        tmp_path, loopback, monkeypatch):
+    context, cert = self_signed(tmp_path)
+    server = loopback(keep_alive([ANSWER]), tls=context)
+    refused = upstream_for(tmp_path, server.url).open(call())
+    expected = through_requests(server.url, False)
+    assert expected.status == 502 and expected.reason.startswith("SSLError: ")
+    assert (refused.status, refused.outcome.reason) == (502, expected.reason)
+    # requests' CA bundle (certifi's) is the one trusted, as it was through requests' adapter
+    monkeypatch.setattr("requests.adapters.DEFAULT_CA_BUNDLE_PATH", cert)
+    trusted = upstream_for(tmp_path, server.url).open(call())
+    assert (trusted.status, trusted.body) == (200, OK_BODY)
