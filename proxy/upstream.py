@@ -228,29 +228,29 @@ class Adapter(HTTPAdapter):
     """requests' adapter cut down to what this proxy sends: `send` is the one transport entry.
 
     It takes an `Outgoing` and hands back an `Answer`, going straight to urllib3's pool for
-    the origin (taken from the PoolManager once, then kept), with requests' own connection,
-    retry and error rules: no proxies or cookies (this proxy never uses them), no retries
-    or redirects by urllib3, and urllib3's errors raised as the requests exceptions
-    HTTPAdapter.send would raise. Skipped per call: the stock adapter's PreparedRequest and
-    Response (a cookie jar and two header dicts each time), its pool lookup (a pool key
-    built and normalised every call) and its certificate settings (two file checks over
-    HTTPS), set once on each pool instead.
-    Anything unusual (a URL requests must parse, proxies, another verify or cert) takes
-    requests' own path.
+    the origin (taken from the PoolManager once, then kept while it is open), with
+    requests' own connection, retry and error rules: no proxies or cookies (this proxy
+    never uses them), no retries or redirects by urllib3, and urllib3's errors raised as
+    the requests exceptions HTTPAdapter.send would raise. Skipped per call: the stock
+    adapter's PreparedRequest and Response (a cookie jar and two header dicts each time),
+    its pool lookup (a pool key built and normalised every call) and its certificate
+    settings (two file checks over HTTPS), set once on each pool instead. Anything unusual
+    (a URL requests must parse, proxies, another verify or cert) takes requests' own path.
     """
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self._pools: dict[str, HTTPConnectionPool] = {}
 
-    def send(self, request: Any, stream: bool = True, timeout: Any = None, verify: Any = True,
-             cert: Any = None, proxies: Any = None) -> Any:
+    def send(self, request: Outgoing, stream: bool = True,  # type: ignore[override]
+             timeout: Any = None, verify: Any = True, cert: Any = None,
+             proxies: Any = None) -> Answer:
         split = _split_origin(request.url)
         if split is None or proxies or verify is not True or cert is not None:
             return super().send(_prepared(request), stream, timeout, verify, cert, proxies)
         origin, target = split
         pool = self._pools.get(origin)
-        if pool is None or pool.pool is None:  # a pool the PoolManager let go is closed
+        if pool is None or pool.pool is None:  # a closed pool is never used: take anew
             pool = self._pool(origin, request)
         body, headers = request.body, request.headers
         try:
@@ -265,7 +265,7 @@ class Adapter(HTTPAdapter):
             raise mapped from exc
         return Answer(request, raw)
 
-    def _pool(self, origin: str, request: Any) -> HTTPConnectionPool:
+    def _pool(self, origin: str, request: Outgoing) -> HTTPConnectionPool:
         """Take the origin's pool from the PoolManager, set up as requests would set it."""
         try:
             host_params, pool_kwargs = self.build_connection_pool_key_attributes(
@@ -277,11 +277,11 @@ class Adapter(HTTPAdapter):
         except LocationValueError as exc:
             raise rq.InvalidURL(exc, request=request) from exc
         self.cert_verify(pool, request.url, True, None)  # pins requests' CA bundle on the pool
-        if len(self._pools) < 64:  # a few origins: the API, upload sessions
+        if origin in self._pools or len(self._pools) < 64:  # a few: the API, upload sessions
             self._pools[origin] = pool
         return pool
 
-    def build_response(self, req: Any, resp: Any) -> Any:
+    def build_response(self, req: Any, resp: Any) -> Answer:  # type: ignore[override]
         return Answer(req, resp)
 
 
@@ -295,7 +295,7 @@ def _prepared(request: Outgoing) -> PreparedRequest:
     return prepared
 
 
-def _as_requests_error(exc: Exception, request: Any) -> Exception:
+def _as_requests_error(exc: Exception, request: Outgoing) -> Exception:
     """Return the exception requests' HTTPAdapter.send raises for urllib3's `exc`.
 
     The same mapping, case for case, so `transport_failure` names and classifies a

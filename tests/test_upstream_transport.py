@@ -387,3 +387,17 @@ def test_https_trusts_the_ca_bundle_requests_names_and_refuses_others_alike(
     monkeypatch.setattr("requests.adapters.DEFAULT_CA_BUNDLE_PATH", cert)
     trusted = upstream_for(tmp_path, server.url).open(call())
     assert (trusted.status, trusted.body) == (200, OK_BODY)
+
+
+def test_a_pool_let_go_and_closed_is_replaced(tmp_path, loopback):
+    """The client keeps each origin's urllib3 pool. One the PoolManager has let go of and
+    that was closed (as urllib3 1.x closed the pools it evicted) is not used: a new one is."""
+    server = loopback(keep_alive([ANSWER]))
+    up = upstream_for(tmp_path, server.url)
+    assert up.open(call()).status == 200
+    in_use = up.adapter.get_connection_with_tls_context(  # as requests looks it up
+        requests.Request("POST", server.url + GENERATE).prepare(), True)
+    up.adapter.poolmanager.clear()
+    in_use.close()
+    assert up.open(call()).status == 200
+    assert server.hung_up.get(timeout=5) == 1 and server.accepted == 2
