@@ -91,14 +91,15 @@ class Loopback:
             t.start()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
-        with conn:
+        try:
             conn.settimeout(10)
-            try:
-                if self.tls is not None:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-                self.behave(conn, self, number)
-            except OSError:
-                pass
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self.behave(conn, self, number)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def hold(self) -> None:
         self.done.wait(10)
