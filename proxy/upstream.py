@@ -13,12 +13,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter, get_encoding_from_headers
-from requests.models import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+from requests import exceptions as rq
+from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPHeaderDict
+from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, LocationValueError,
+                                MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError,
+                                ResponseError)
+from urllib3.exceptions import InvalidHeader as _InvalidHeader
+from urllib3.exceptions import ProxyError as _ProxyError
+from urllib3.exceptions import SSLError as _SSLError
+from urllib3.util import Timeout
 
 from proxy.outcomes import Kind, Outcome, classify, parse_error_body, transport_failure
 from proxy.pool import Cooling, KeyPool, KeyState, NoKeys
@@ -42,6 +51,8 @@ DROP_RESPONSE_HEADERS = frozenset({
     "trailer", "trailers", "transfer-encoding", "upgrade", "content-length",
     "content-encoding", "server", "alt-svc", "set-cookie", "date",
 })
+# Set by `Upstream._send` on every call, whatever the caller's headers hold.
+_SET_HERE = frozenset({"authorization", "x-goog-api-key", "accept-encoding", "content-length"})
 ERROR_BODY_LIMIT = 1 << 20
 POOL_MAXSIZE = 128
 
@@ -121,7 +132,7 @@ class Reply:
     outcome: Outcome | None = None
     attempts: list[Attempt] = field(default_factory=list)
     ttfb: float | None = None  # seconds from start to the first upstream byte
-    response: requests.Response | None = None
+    response: Answer | None = None  # an open stream's upstream answer
     data: Any = None  # the parsed body, when the call set expect_json and it passed
     lease: Lease | None = None
 
@@ -148,9 +159,17 @@ def filter_request_headers(headers: Any) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in drop}
 
 
-def _reply_headers(resp: requests.Response, values: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [(k, redact_header(v, values)) for k, v in resp.headers.items()
-            if k.lower() not in DROP_RESPONSE_HEADERS]
+def _reply_headers(headers: HTTPHeaderDict, key: str) -> list[tuple[str, str]]:
+    """Return the headers to relay, repeated ones joined, `key` and key shapes masked.
+
+    One `redact` over all values tells whether any needs masking (it hands back the very
+    object when nothing does), so the usual answer costs one search, not one per header.
+    """
+    kept = [(k, v) for k, v in headers.itermerged() if k.lower() not in DROP_RESPONSE_HEADERS]
+    joined = "\n".join(v for _, v in kept)
+    if redact(joined, (key,)) is joined:
+        return kept
+    return [(k, redact_header(v, (key,))) for k, v in kept]
 
 
 def _split_origin(url: str) -> tuple[str, str] | None:
@@ -169,53 +188,144 @@ def _split_origin(url: str) -> tuple[str, str] | None:
     return origin, target
 
 
-class _Adapter(HTTPAdapter):
-    """requests' adapter without the per-call work this proxy never uses.
+class Outgoing:
+    """One request as the transport sends it, under the names of requests' PreparedRequest."""
 
-    No proxies, no cookies: the stock adapter looks for a proxy twice per call, parses the
-    URL three times and copies every response's cookies into a jar nobody reads. Here the
-    pool's key parameters are kept per origin (the pool itself still comes from urllib3's
-    PoolManager, which owns eviction), the path is the one `_send` built, and the
-    response is built without a cookie jar. `send` itself is requests' own.
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
+        self.method, self.url, self.headers, self.body = method, url, headers, body
+
+    @property
+    def path_url(self) -> str:
+        """The request target, as PreparedRequest says it (tools that match requests read it)."""
+        parts = urlsplit(self.url)
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+class Answer:
+    """What the transport hands back: status, headers and urllib3's response to read.
+
+    It holds them under requests.Response's names (and the request it answers), so tools
+    built for requests' adapters (the `responses` test library) can stand in for `send`.
+    """
+
+    __slots__ = ("status_code", "headers", "raw", "request", "url")
+
+    def __init__(self, request: Outgoing, raw: BaseHTTPResponse) -> None:
+        self.status_code, self.headers, self.raw = raw.status, raw.headers, raw
+        self.request, self.url = request, request.url
+
+    def close(self) -> None:
+        """Close the body and give the connection back, as requests.Response.close does.
+
+        A body read to its end has already returned its connection to the pool, and this
+        does nothing more; one left unread has its connection closed, never reused.
+        """
+        self.raw.close()
+        self.raw.release_conn()
+
+
+class Adapter(HTTPAdapter):
+    """requests' adapter cut down to what this proxy sends: `send` is the one transport entry.
+
+    It takes an `Outgoing` and hands back an `Answer`, going straight to urllib3's pool for
+    the origin (taken from the PoolManager once, then kept while it is open), with
+    requests' own connection, retry and error rules: no proxies or cookies (this proxy
+    never uses them), no retries or redirects by urllib3, and urllib3's errors raised as
+    the requests exceptions HTTPAdapter.send would raise. Skipped per call: the stock
+    adapter's PreparedRequest and Response (a cookie jar and two header dicts each time),
+    its pool lookup (a pool key built and normalised every call) and its certificate
+    settings (two file checks over HTTPS), set once on each pool instead. Anything unusual
+    (a URL requests must parse, proxies, another verify or cert) takes requests' own path.
     """
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self._origins: dict[tuple[str, Any, Any], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._pools: dict[str, HTTPConnectionPool] = {}
 
-    def get_connection_with_tls_context(self, request: PreparedRequest, verify: Any,
-                                        proxies: Any = None, cert: Any = None) -> Any:
-        split = _split_origin(request.url or "")
-        if proxies or split is None or not isinstance(verify, (bool, str)) \
-                or not isinstance(cert, (str, type(None))):
-            return super().get_connection_with_tls_context(request, verify, proxies, cert)
-        key = (split[0], verify, cert)
-        found = self._origins.get(key)
-        if found is None:
-            try:
-                found = self.build_connection_pool_key_attributes(request, verify, cert)
-            except ValueError:
-                return super().get_connection_with_tls_context(request, verify, proxies, cert)
-            if len(self._origins) < 64:  # a few hosts: the API, upload sessions
-                self._origins[key] = found
-        host_params, pool_kwargs = found
-        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+    def send(self, request: Outgoing, stream: bool = True,  # type: ignore[override]
+             timeout: Any = None, verify: Any = True, cert: Any = None,
+             proxies: Any = None) -> Answer:
+        split = _split_origin(request.url)
+        if split is None or proxies or verify is not True or cert is not None:
+            return super().send(_prepared(request), stream, timeout, verify, cert, proxies)
+        origin, target = split
+        pool = self._pools.get(origin)
+        if pool is None or pool.pool is None:  # a closed pool is never used: take anew
+            pool = self._pool(origin, request)
+        body, headers = request.body, request.headers
+        try:
+            raw = pool.urlopen(request.method, target, body=body, headers=headers,
+                               redirect=False, assert_same_host=False, preload_content=False,
+                               decode_content=False, retries=self.max_retries, timeout=timeout,
+                               chunked=body is not None and "Content-Length" not in headers)
+        except Exception as exc:
+            mapped = _as_requests_error(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return Answer(request, raw)
 
-    def request_url(self, request: PreparedRequest, proxies: Any) -> str:
-        split = None if proxies else _split_origin(request.url or "")
-        return split[1] if split is not None else super().request_url(request, proxies)
+    def _pool(self, origin: str, request: Outgoing) -> HTTPConnectionPool:
+        """Take the origin's pool from the PoolManager, set up as requests would set it."""
+        try:
+            host_params, pool_kwargs = self.build_connection_pool_key_attributes(
+                request, True, None)
+        except ValueError as exc:
+            raise rq.InvalidURL(exc, request=request) from exc
+        try:
+            pool = self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+        except LocationValueError as exc:
+            raise rq.InvalidURL(exc, request=request) from exc
+        self.cert_verify(pool, request.url, True, None)  # pins requests' CA bundle on the pool
+        if origin in self._pools or len(self._pools) < 64:  # a few: the API, upload sessions
+            self._pools[origin] = pool
+        return pool
 
-    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
-        response = Response()
-        response.status_code = resp.status
-        response.headers = CaseInsensitiveDict(resp.headers)
-        response.encoding = get_encoding_from_headers(response.headers)
-        response.raw = resp
-        response.reason = resp.reason
-        response.url = req.url  # type: ignore[assignment]
-        response.request = req
-        response.connection = self
-        return response
+    def build_response(self, req: Any, resp: Any) -> Answer:  # type: ignore[override]
+        return Answer(req, resp)
+
+
+def _prepared(request: Outgoing) -> PreparedRequest:
+    """Return `request` as requests' own adapter path takes it."""
+    prepared = PreparedRequest()
+    prepared.method, prepared.url = request.method, request.url
+    prepared.headers = CaseInsensitiveDict(request.headers)
+    prepared.body, prepared.hooks = request.body, {"response": []}
+    prepared._cookies, prepared.body_position = None, None
+    return prepared
+
+
+def _as_requests_error(exc: Exception, request: Outgoing) -> Exception:
+    """Return the exception requests' HTTPAdapter.send raises for urllib3's `exc`.
+
+    The same mapping, case for case, so `transport_failure` names and classifies a
+    failure exactly as it did through requests (a connect timeout is a ConnectTimeout,
+    504; a refused connection a ConnectionError, 502). Anything else passes unchanged.
+    """
+    if isinstance(exc, (ProtocolError, OSError)):
+        return rq.ConnectionError(exc, request=request)
+    if isinstance(exc, MaxRetryError):
+        reason = exc.reason
+        if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
+            return rq.ConnectTimeout(exc, request=request)
+        if isinstance(reason, ResponseError):
+            return rq.RetryError(exc, request=request)
+        if isinstance(reason, _ProxyError):
+            return rq.ProxyError(exc, request=request)
+        if isinstance(reason, _SSLError):
+            return rq.SSLError(exc, request=request)
+        return rq.ConnectionError(exc, request=request)
+    if isinstance(exc, ClosedPoolError):
+        return rq.ConnectionError(exc, request=request)
+    if isinstance(exc, _ProxyError):
+        return rq.ProxyError(exc)
+    if isinstance(exc, _SSLError):
+        return rq.SSLError(exc, request=request)
+    if isinstance(exc, ReadTimeoutError):
+        return rq.ReadTimeout(exc, request=request)
+    if isinstance(exc, _InvalidHeader):
+        return rq.InvalidHeader(exc, request=request)
+    return exc
 
 
 class Upstream:
@@ -224,14 +334,11 @@ class Upstream:
     def __init__(self, settings: Settings, pool: KeyPool):
         self.settings = settings
         self.pool = pool
-        self.session = requests.Session()
-        self.session.trust_env = False  # never route Gemini traffic through a stray HTTP_PROXY
         # Idle connections kept per host: enough for steady load; bursts beyond it open
-        # extra connections that are closed after use, so memory stays flat.
-        self.adapter = _Adapter(pool_connections=8, pool_maxsize=POOL_MAXSIZE, max_retries=0)
-        self.session.mount("http://", self.adapter)
-        self.session.mount("https://", self.adapter)
-        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        # extra connections that are closed after use, so memory stays flat. The adapter
+        # never reads the environment, so a stray HTTP_PROXY cannot reroute Gemini traffic.
+        self.adapter = Adapter(pool_connections=8, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+        self.timeout = Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
 
     def _choose(self, call: Call, tried: set[int], started: float) -> KeyState:
         """Pick a key, waiting briefly when every key rests but one returns soon."""
@@ -247,13 +354,13 @@ class Upstream:
                 continue
             raise PoolUnavailable(429, choice.reason, choice.retry_after)
 
-    def _send(self, call: Call, key: KeyState) -> requests.Response:
-        """Send through requests' adapter with a request built by hand.
+    def _send(self, call: Call, key: KeyState) -> Answer:
+        """Send `call` on `key` through the adapter, the headers a plain dict built here.
 
-        Session.request would merge environment settings, cookies and hooks and re-parse
-        the URL on every call: a third of the client's CPU, for nothing this proxy uses.
+        The credentials and the framing headers are this hop's to set: a caller's own
+        (in any spelling) never go out beside them.
         """
-        headers = CaseInsensitiveDict(call.headers)
+        headers = {k: v for k, v in call.headers.items() if k.lower() not in _SET_HERE}
         if call.bearer:
             headers["Authorization"] = f"Bearer {key.value}"
         else:
@@ -264,11 +371,8 @@ class Upstream:
         url = call.url or self.settings.upstream_url + call.path
         if call.params:
             url += ("&" if "?" in url else "?") + urlencode(call.params)
-        prepared = PreparedRequest()
-        prepared.method, prepared.url, prepared.headers = call.method, url, headers
-        prepared.body, prepared.hooks = call.body, {"response": []}
-        prepared._cookies, prepared.body_position = None, None
-        return self.adapter.send(prepared, stream=True, timeout=self.timeout)
+        return self.adapter.send(Outgoing(call.method, url, headers, call.body),
+                                 timeout=self.timeout)
 
     def open(self, call: Call) -> Reply:
         """Send `call`, retrying on other keys until an answer can be relayed.
@@ -339,7 +443,7 @@ class Upstream:
             body = json.dumps(_gateway_error(outcome)).encode()
             return Reply(outcome.status, [("Content-Type", "application/json")], body, key=key,
                          outcome=outcome)
-        headers = _reply_headers(resp, mine)
+        headers = _reply_headers(resp.headers, key.value)
         if resp.status_code >= 400:
             try:
                 body = resp.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
@@ -358,13 +462,13 @@ class Upstream:
                 first = next(chunks, b"")
                 ttfb = time.monotonic() - started
                 return Reply(resp.status_code, headers, chunks=_prepend(first, chunks),
-                             key=key, outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb,
+                             key=key, outcome=_ok(resp.status_code), ttfb=ttfb,
                              response=resp)
             ttfb = time.monotonic() - started
             body = redact(resp.raw.read(decode_content=True) or b"", mine)
             resp.close()
             return Reply(resp.status_code, headers, body, key=key,
-                         outcome=Outcome(Kind.OK, resp.status_code), ttfb=ttfb)
+                         outcome=_ok(resp.status_code), ttfb=ttfb)
         except Exception as exc:  # broke before a byte went to the client: retryable
             resp.close()
             outcome = self._failed(exc)
@@ -409,6 +513,17 @@ def _not_an_answer(data: Any, members: tuple[str, ...]) -> str | None:
     if members and not any(m in data for m in members):
         return f"an object holding none of {', '.join(members)}"
     return None
+
+
+_OK: dict[int, Outcome] = {}
+
+
+def _ok(status: int) -> Outcome:
+    """Return the success outcome for `status`; one per status, shared (Outcome is frozen)."""
+    outcome = _OK.get(status)
+    if outcome is None:
+        outcome = _OK[status] = Outcome(Kind.OK, status)
+    return outcome
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -174,15 +174,16 @@ def test_complete_events_are_never_held_back():
 
 # -- the upstream client -------------------------------------------------------------------
 
-@responses.activate
 def test_a_transport_failure_naming_the_key_is_masked(tmp_path):
     key = KEYS[6]
     pool = KeyPool()
     pool.apply({"keys": [{"id": 1, "value": key, "masked": mask_key(key), "status": "active"}]})
     upstream = Upstream(make_settings(tmp_path, "http://upstream.test", max_attempts=1), pool)
-    responses.add(responses.POST, "http://upstream.test" + GEN, body=requests.ConnectionError(
-        f"Max retries exceeded with url: {GEN}?key={key} (refused)"))
-    reply = upstream.open(Call("POST", GEN, [], {}, json.dumps(BODY).encode(), model=FLASH))
+    # At the client's transport entry (responses' default target is requests' own adapter).
+    with responses.RequestsMock(target="proxy.upstream.Adapter.send") as mocked:
+        mocked.add(responses.POST, "http://upstream.test" + GEN, body=requests.ConnectionError(
+            f"Max retries exceeded with url: {GEN}?key={key} (refused)"))
+        reply = upstream.open(Call("POST", GEN, [], {}, json.dumps(BODY).encode(), model=FLASH))
     assert reply.status == 502
     for text in (json.loads(reply.body)["error"]["message"], reply.attempts[0].reason):
         assert key not in text and f"?key={mask_key(key)} (refused)" in text

@@ -1,7 +1,8 @@
 """Upstream.open's decisions per error class: retry where, mark what, stop when.
 
-`responses` stands in for Google at the HTTP adapter, so each decision is checked in
-isolation and fast; the real app against the fake covers the same paths end to end.
+`responses` stands in for Google at the client's one transport entry (`Adapter.send`), so
+everything above it runs for real and each decision is checked in isolation and fast; the
+real app against the fake covers the same paths end to end.
 """
 from __future__ import annotations
 
@@ -69,9 +70,13 @@ class Script:
         return status, {"Content-Type": "application/json"}, text
 
 
+# responses patches requests' HTTPAdapter.send by default; the client's adapter has its own.
+TRANSPORT = "proxy.upstream.Adapter.send"
+
+
 @pytest.fixture
 def mocked():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+    with responses.RequestsMock(assert_all_requests_are_fired=False, target=TRANSPORT) as rsps:
         yield rsps
 
 
