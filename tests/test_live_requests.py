@@ -100,10 +100,15 @@ def test_events_name_the_request_they_happened_in(live_factory, fake):
         assert r.status_code == 200
         return query(proxy.db, "SELECT * FROM events WHERE message LIKE 'upstream trouble%'")
 
+    def finished(request_id: str) -> dict[str, Any] | None:
+        # The event and the request's finish may land in different writer batches.
+        rows = query(proxy.db, "SELECT * FROM requests WHERE id = ? AND status IS NOT NULL", request_id)
+        return rows[0] if rows else None
+
     events = wait_for(troubled)
     for event in events:
         assert event["request_id"], event
-        row = query(proxy.db, "SELECT * FROM requests WHERE id = ?", event["request_id"])[0]
+        row = wait_for(lambda: finished(event["request_id"]))
         tried = json.loads(row["attempts_detail"])
         assert any(a["key_id"] == event["key_id"] and a["status"] == 503 for a in tried)
 
@@ -114,7 +119,7 @@ def test_events_name_the_request_they_happened_in(live_factory, fake):
     stream = SlowStream(proxy.url)
     stream.run()
     broke = wait_for(lambda: query(proxy.db, "SELECT * FROM events WHERE message LIKE 'upstream trouble%broke%'"))
-    row = query(proxy.db, "SELECT * FROM requests WHERE id = ?", broke[0]["request_id"])[0]
+    row = wait_for(lambda: finished(broke[0]["request_id"]))
     assert row["stream"] == 1 and row["error_class"] == "upstream_error"
 
 
