@@ -33,7 +33,7 @@ import random
 import secrets
 import socket
 import time
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -60,6 +60,9 @@ LOCAL_GRACE = 10.0
 PACE_WINDOW = WINDOW + 1.0
 # Per-model sets kept at once; the least recently chosen model's is rebuilt when needed.
 MAX_MODELS = 32
+# Sorts after every (time, tokens, ...) entry of the same time: bisect_right(entries, (t, _AFTER))
+# finds the first entry later than t.
+_AFTER = 1 << 62
 
 
 def headroom(value: int, source: str) -> int:
@@ -115,19 +118,21 @@ class KeyState:
 class Usage:
     """One (key, model) pair's or one user's use today: this worker's exactly, the others' as read.
 
-    `sends` and `tokens` are this worker's recent sends and (time, input tokens), oldest
-    first; `remote` the other workers' recent slots (store.quota_usage); the day totals are kept
-    apart for this worker and for the others.
+    `sends` and `tokens` are this worker's recent sends and (time, input tokens, running
+    total of input tokens), oldest first, so that a minute's count is two binary searches
+    however busy the minute was; `remote` the other workers' recent slots
+    (store.quota_usage); the day totals are kept apart for this worker and for the others.
     """
 
-    __slots__ = ("day", "sends", "tokens", "day_sends", "day_tin", "day_tout", "remote",
-                 "r_day_sends", "r_day_tin", "r_day_tout")
+    __slots__ = ("day", "sends", "tokens", "tokens_before", "day_sends", "day_tin", "day_tout",
+                 "remote", "r_day_sends", "r_day_tin", "r_day_tout")
     pace = PACE_WINDOW  # how long this worker's own sends count
 
     def __init__(self, day: int) -> None:
         self.day = day
         self.sends: list[float] = []
-        self.tokens: list[tuple[float, int]] = []
+        self.tokens: list[tuple[float, int, int]] = []
+        self.tokens_before = 0  # the running total of the entries trimmed from `tokens`
         self.day_sends = self.day_tin = self.day_tout = 0
         self.remote: tuple[tuple[float, int, int], ...] = ()
         self.r_day_sends = self.r_day_tin = self.r_day_tout = 0
@@ -139,12 +144,38 @@ class Usage:
             self.day_sends = self.day_tin = self.day_tout = 0
             self.r_day_sends = self.r_day_tin = self.r_day_tout = 0
 
+    def send(self, now: float) -> None:
+        """Count one send of this worker at `now`."""
+        sends = self.sends
+        if sends and now < sends[-1]:
+            insort(sends, now)  # the clock went back: keep time order for the searches
+        else:
+            sends.append(now)
+
+    def add_tokens(self, now: float, n: int) -> None:
+        """Count `n` input tokens this worker sent at `now`."""
+        tokens = self.tokens
+        if not tokens or now >= tokens[-1][0]:
+            tokens.append((now, n, (tokens[-1][2] if tokens else self.tokens_before) + n))
+            return
+        # The clock went back: keep time order, and the running totals after it.
+        i = bisect_right(tokens, (now, _AFTER))
+        total = tokens[i - 1][2] if i else self.tokens_before
+        tokens.insert(i, (now, n, 0))
+        for j in range(i, len(tokens)):
+            t, m, _ = tokens[j]
+            total += m
+            tokens[j] = (t, m, total)
+
     def _trim(self, now: float) -> None:
         cut = now - PACE_WINDOW
         if self.sends and self.sends[0] <= cut:
             del self.sends[:bisect_right(self.sends, cut)]
-        if self.tokens and self.tokens[0][0] <= cut:
-            del self.tokens[:bisect_right(self.tokens, (cut, 1 << 62))]
+        tokens = self.tokens
+        if tokens and tokens[0][0] <= cut:
+            i = bisect_right(tokens, (cut, _AFTER))
+            self.tokens_before = tokens[i - 1][2]
+            del tokens[:i]
 
     def minute(self, now: float, pace: float | None = None) -> tuple[int, int]:
         """Return (sends, input tokens) in the last minute, this worker's and the others'.
@@ -156,7 +187,13 @@ class Usage:
         sends, tokens = in_window(self.remote, now) if self.remote else (0, 0)
         mine = self.sends
         own = len(mine) - bisect_right(mine, cut) if mine and mine[0] <= cut else len(mine)
-        return sends + own, tokens + sum(n for t, n in self.tokens if t > cut)
+        toks = self.tokens
+        if toks:
+            if toks[0][0] > cut:
+                tokens += toks[-1][2] - self.tokens_before
+            else:
+                tokens += toks[-1][2] - toks[bisect_right(toks, (cut, _AFTER)) - 1][2]
+        return sends + own, tokens
 
     def today(self) -> int:
         """Return the sends of the day so far, every worker's."""
@@ -167,15 +204,25 @@ class Usage:
         return self.day_tin + self.day_tout + self.r_day_tin + self.r_day_tout
 
     def free_at(self, now: float, cap: int, tokens: bool, pace: float | None = None) -> float:
-        """Return when the minute's sends (or input tokens) fall below `cap` again (> now)."""
+        """Return when the minute's sends (or input tokens) fall below `cap` again (> now).
+
+        Sends and tokens leave the minute oldest first: walking them in that order stops at
+        the one that brings the count below `cap`, usually the first, however busy the minute.
+        """
         pace = pace or self.pace
         used = self.minute(now, pace)[1 if tokens else 0]
-        leaving = [(t + pace, n) for t, n in (self.tokens if tokens else ((t, 1) for t in self.sends))
-                   if t > now - pace]
-        leaving += [(start + SLOT + WINDOW, t if tokens else s) for start, s, t in self.remote
-                    if start + SLOT > now - WINDOW]
-        leaving.sort()
-        for when, n in leaving:
+        cut = now - pace
+        if tokens:
+            toks = self.tokens
+            mine: Iterable[tuple[float, int]] = (
+                (toks[i][0] + pace, toks[i][1])
+                for i in range(bisect_right(toks, (cut, _AFTER)), len(toks)))
+        else:
+            sends = self.sends
+            mine = ((sends[i] + pace, 1) for i in range(bisect_right(sends, cut), len(sends)))
+        theirs = sorted((start + SLOT + WINDOW, t if tokens else s) for start, s, t in self.remote
+                        if start + SLOT > now - WINDOW)
+        for when, n in heapq.merge(mine, theirs) if theirs else mine:
             used -= n
             if used < cap:
                 return max(when, now + 0.001)
@@ -659,7 +706,7 @@ class KeyPool:
             if u.minute(now)[0] >= user.rpm_limit:
                 return Refusal(429, f"this key is limited to {user.rpm_limit} requests per minute",
                                max(0.5, u.free_at(now, user.rpm_limit, False) - now))
-            u.sends.append(now)
+            u.send(now)
             u.day_sends += 1
             self._publish(now, 0, "", user.id, sends=1)
         return None
@@ -673,7 +720,7 @@ class KeyPool:
         if key_id:
             u = self._pair(key_id, model, now)
             if tokens_in:
-                u.tokens.append((now, tokens_in))
+                u.add_tokens(now, tokens_in)
             u.day_tin += tokens_in
             u.day_tout += tokens_out
             self._publish(now, key_id, model, 0, tokens_in=tokens_in, tokens_out=tokens_out)
@@ -781,7 +828,7 @@ class KeyPool:
         now = self._clock()
         key.inflight += 1
         u = self._pair(key.id, model, now)
-        u.sends.append(now)
+        u.send(now)
         u.day_sends += 1
         self._publish(now, key.id, model, 0, sends=1)
         if self.bounds(key, model) is not None:
