@@ -690,10 +690,11 @@ class KeyPool:
         `also` names any other model the request reaches (one named in its body, say):
         each must be on the user's allow-list too.
         """
-        barred = [m for m in (model, *also) if m and not user.may_use(m)]
-        if barred:
-            return Refusal(403, f"this key may not use {barred[0]}; it may use only: "
-                                f"{', '.join(user.allowed_models)}")
+        if user.allowed_models:  # without a list every model is allowed
+            barred = [m for m in (model, *also) if m and not user.may_use(m)]
+            if barred:
+                return Refusal(403, f"this key may not use {barred[0]}; it may use only: "
+                                    f"{', '.join(user.allowed_models)}")
         now = self._clock()
         if not (user.tpd_limit or user.rpm_limit):
             return None
@@ -724,7 +725,9 @@ class KeyPool:
             u.day_tin += tokens_in
             u.day_tout += tokens_out
             self._publish(now, key_id, model, 0, tokens_in=tokens_in, tokens_out=tokens_out)
-            self._replace(key_id, model, now)
+            k = self.keys.get(key_id)
+            if k is not None and self.bounds(k, model) is not None:  # tokens count only under a limit
+                self._replace(key_id, model, now)
         if user_id:
             u = self._user_use(user_id, now)
             u.day_tin += tokens_in
@@ -847,7 +850,8 @@ class KeyPool:
         reason = outcome.reason
         if reason:  # it quotes Google, who may name a key: masked before it is kept or logged
             reason = redact(reason, [k.value for k in self.keys.values()])
-        rid = current_request_id() if w else None  # the Logs pane opens that request
+        # The request the events below name (the Logs pane opens it); a success logs none.
+        rid = current_request_id() if w and outcome.kind is not Kind.OK else None
         if outcome.kind is Kind.KEY_DEAD:
             key.invalid_reason, key.dead_at = reason, now
             self._set_usable(key, False, now)
