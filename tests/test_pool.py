@@ -185,6 +185,27 @@ def test_authenticate_matches_digest_only():
     assert pool.authenticate("") is None and pool.authenticate(None) is None
 
 
+def test_a_matching_key_is_hashed_once_and_a_guess_every_time(monkeypatch):
+    import proxy.pool as pool_module
+
+    def users(key):
+        return [{"id": 7, "label": "alice", "key_hash": hashlib.sha256(key.encode()).hexdigest(),
+                 "status": "active", "updated_at": 0, "rpm_limit": None, "tpd_limit": None}]
+
+    pool, _ = make(1, users=users("gp-user-secret"))
+    hashed = Counter()
+    real = pool_module._digest
+    monkeypatch.setattr(pool_module, "_digest", lambda value: hashed.update([value]) or real(value))
+    for _ in range(3):
+        assert pool.authenticate("gp-user-secret").id == 7
+        assert pool.authenticate("gp-user-guess") is None
+    assert hashed == {"gp-user-secret": 1, "gp-user-guess": 3}  # guesses are never kept
+    pool.apply({"full": False, "users": users("gp-user-rotated")})  # the operator rotates the key
+    assert pool.authenticate("gp-user-secret") is None
+    assert pool.authenticate("gp-user-rotated").id == 7
+    assert hashed["gp-user-secret"] == 2
+
+
 def test_summary_counts():
     pool, clock = make(3)
     pool.report(pool.keys[1], "m", Outcome(Kind.KEY_DEAD, 400, "dead"))
