@@ -60,6 +60,10 @@ LOCAL_GRACE = 10.0
 PACE_WINDOW = WINDOW + 1.0
 # Per-model sets kept at once; the least recently chosen model's is rebuilt when needed.
 MAX_MODELS = 32
+# Outcome kinds as module constants: an Enum member looked up on its class costs ~80 ns.
+_OK = Kind.OK
+_SCORED = (Kind.OK, Kind.UPSTREAM, Kind.KEY_DEAD)  # the kinds that count in a key's score
+_RATED = (Kind.RATE_MINUTE, Kind.RATE_DAY)
 # Sorts after every (time, tokens, ...) entry of the same time: bisect_right(entries, (t, _AFTER))
 # finds the first entry later than t.
 _AFTER = 1 << 62
@@ -91,17 +95,16 @@ class KeyState:
     # per-minute (minute, ok, failed) buckets of this worker's recent attempts, oldest first
     # (a plain list, empty until the key's first attempt: small for a key never used here)
     window: list = field(default_factory=list)
+    # The sums of `window`'s ok and failed, kept as it changes: every choice reads two scores.
+    oks: int = 0
+    fails: int = 0
 
     @property
     def usable(self) -> bool:
         return self.status == "active" and self.invalid_reason is None
 
     def success_score(self) -> float:
-        ok = failed = 0
-        for _, o, f in self.window:
-            ok += o
-            failed += f
-        return (ok + PRIOR_OK) / (ok + failed + PRIOR_OK)
+        return (self.oks + PRIOR_OK) / (self.oks + self.fails + PRIOR_OK)
 
     def count(self, ok: bool, now: float) -> None:
         minute = int(now // 60)
@@ -112,7 +115,18 @@ class KeyState:
         else:
             window.append((minute, int(ok), int(not ok)))
             if len(window) > WINDOW_MINUTES:
-                del window[0]
+                _, o, f = window.pop(0)
+                self.oks -= o
+                self.fails -= f
+        if ok:
+            self.oks += 1
+        else:
+            self.fails += 1
+
+    def forget_score(self) -> None:
+        """Start the score afresh (an operator acted on the key)."""
+        self.window = []
+        self.oks = self.fails = 0
 
 
 class Usage:
@@ -457,7 +471,7 @@ class KeyPool:
             else:
                 # An operator action (enable, reset) gives the key a fresh score.
                 if updated > k.updated_at:
-                    k.window = []
+                    k.forget_score()
                 invalid = row.get("invalid_reason")
                 # A death seen here but not yet in the view stays, unless the operator acted
                 # on the key after it (re-enable, reset).
@@ -853,16 +867,17 @@ class KeyPool:
     def report(self, key: KeyState, model: str, outcome: Outcome) -> None:
         """Record an attempt's outcome: update memory now, queue the persistent part."""
         now = self._clock()
+        kind = outcome.kind
         # Rate limits are handled by cooling, not by the score: a rested key is healthy.
-        if outcome.kind in (Kind.OK, Kind.UPSTREAM, Kind.KEY_DEAD):
-            key.count(outcome.kind is Kind.OK, now)
+        if kind in _SCORED:
+            key.count(kind is _OK, now)
         w = self.writer
         reason = outcome.reason
         if reason:  # it quotes Google, who may name a key: masked before it is kept or logged
             reason = redact(reason, [k.value for k in self.keys.values()])
         # The request the events below name (the Logs pane opens it); a success logs none.
-        rid = current_request_id() if w and outcome.kind is not Kind.OK else None
-        if outcome.kind is Kind.KEY_DEAD:
+        rid = current_request_id() if w and kind is not _OK else None
+        if kind is Kind.KEY_DEAD:
             key.invalid_reason, key.dead_at = reason, now
             self._set_usable(key, False, now)
             if w:
@@ -870,7 +885,7 @@ class KeyPool:
                 w.event("warning", f"key {key.masked} retired: {reason}",
                         status=outcome.status, key_id=key.id, model=model, request_id=rid)
             log.warning("key %s retired: %s", key.masked, reason)
-        elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY):
+        elif kind in _RATED:
             self._refund(key, model, now)
             if outcome.quotas:
                 self._learn(key, model, outcome.quotas, now, rid)
@@ -883,11 +898,11 @@ class KeyPool:
                             f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
                             status=outcome.status, key_id=key.id, model=model, request_id=rid)
             self._replace(key.id, model, now)
-        elif outcome.kind is Kind.UPSTREAM and w:
+        elif kind is Kind.UPSTREAM and w:
             w.event("warning", f"upstream trouble on key {key.masked}: {reason}",
                     status=outcome.status, key_id=key.id, model=model, request_id=rid)
         if w:
-            w.key_used(key.id, now, None if outcome.kind is Kind.OK else reason)
+            w.key_used(key.id, now, None if kind is _OK else reason)
 
     def _refund(self, key: KeyState, model: str, now: float) -> None:
         """Take back the send a 429 refused: Google did not count it against the quota."""

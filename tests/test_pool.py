@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from proxy.outcomes import Kind, Outcome
-from proxy.pool import PACE_WINDOW, Cooling, KeyPool, NoKeys, Usage, User, UserUsage
+from proxy.pool import PACE_WINDOW, PRIOR_OK, Cooling, KeyPool, NoKeys, Usage, User, UserUsage
 from proxy.store.quota_usage import SLOT, WINDOW
 
 
@@ -57,6 +57,23 @@ def test_failing_key_gets_less_traffic():
         pool.report(bad, "m", Outcome(Kind.UPSTREAM, 503, "overloaded"))
     picks = Counter(pool.choose("m").id for _ in range(3000))
     assert picks[2] < picks[1] / 2 and picks[2] < picks[3] / 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 200), st.booleans()), max_size=80))
+def test_a_keys_score_is_its_share_of_successes_over_its_last_minutes(steps):
+    pool, clock = make(1)
+    key = pool.keys[1]
+    for dt, ok in steps:
+        clock.t += dt
+        pool.report(key, "m", Outcome(Kind.OK, 200) if ok else Outcome(Kind.UPSTREAM, 503, "x"))
+    assert len(key.window) <= 10
+    ok, failed = sum(o for _, o, _ in key.window), sum(f for _, _, f in key.window)
+    assert key.success_score() == (ok + PRIOR_OK) / (ok + failed + PRIOR_OK)
+    v = view(1)
+    v["keys"][0]["updated_at"] = clock.t  # the operator resets the key: a fresh score
+    pool.apply(v)
+    assert key.window == [] and key.success_score() == 1.0
 
 
 def test_in_flight_load_steers_choice():
