@@ -33,7 +33,7 @@ import random
 import secrets
 import socket
 import time
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -60,6 +60,13 @@ LOCAL_GRACE = 10.0
 PACE_WINDOW = WINDOW + 1.0
 # Per-model sets kept at once; the least recently chosen model's is rebuilt when needed.
 MAX_MODELS = 32
+# Outcome kinds as module constants: an Enum member looked up on its class costs ~80 ns.
+_OK = Kind.OK
+_SCORED = (Kind.OK, Kind.UPSTREAM, Kind.KEY_DEAD)  # the kinds that count in a key's score
+_RATED = (Kind.RATE_MINUTE, Kind.RATE_DAY)
+# Sorts after every (time, tokens, ...) entry of the same time: bisect_right(entries, (t, _AFTER))
+# finds the first entry later than t.
+_AFTER = 1 << 62
 
 
 def headroom(value: int, source: str) -> int:
@@ -88,17 +95,16 @@ class KeyState:
     # per-minute (minute, ok, failed) buckets of this worker's recent attempts, oldest first
     # (a plain list, empty until the key's first attempt: small for a key never used here)
     window: list = field(default_factory=list)
+    # The sums of `window`'s ok and failed, kept as it changes: every choice reads two scores.
+    oks: int = 0
+    fails: int = 0
 
     @property
     def usable(self) -> bool:
         return self.status == "active" and self.invalid_reason is None
 
     def success_score(self) -> float:
-        ok = failed = 0
-        for _, o, f in self.window:
-            ok += o
-            failed += f
-        return (ok + PRIOR_OK) / (ok + failed + PRIOR_OK)
+        return (self.oks + PRIOR_OK) / (self.oks + self.fails + PRIOR_OK)
 
     def count(self, ok: bool, now: float) -> None:
         minute = int(now // 60)
@@ -109,25 +115,38 @@ class KeyState:
         else:
             window.append((minute, int(ok), int(not ok)))
             if len(window) > WINDOW_MINUTES:
-                del window[0]
+                _, o, f = window.pop(0)
+                self.oks -= o
+                self.fails -= f
+        if ok:
+            self.oks += 1
+        else:
+            self.fails += 1
+
+    def forget_score(self) -> None:
+        """Start the score afresh (an operator acted on the key)."""
+        self.window = []
+        self.oks = self.fails = 0
 
 
 class Usage:
     """One (key, model) pair's or one user's use today: this worker's exactly, the others' as read.
 
-    `sends` and `tokens` are this worker's recent sends and (time, input tokens), oldest
-    first; `remote` the other workers' recent slots (store.quota_usage); the day totals are kept
-    apart for this worker and for the others.
+    `sends` and `tokens` are this worker's recent sends and (time, input tokens, running
+    total of input tokens), oldest first, so that a minute's count is two binary searches
+    however busy the minute was; `remote` the other workers' recent slots
+    (store.quota_usage); the day totals are kept apart for this worker and for the others.
     """
 
-    __slots__ = ("day", "sends", "tokens", "day_sends", "day_tin", "day_tout", "remote",
-                 "r_day_sends", "r_day_tin", "r_day_tout")
+    __slots__ = ("day", "sends", "tokens", "tokens_before", "day_sends", "day_tin", "day_tout",
+                 "remote", "r_day_sends", "r_day_tin", "r_day_tout")
     pace = PACE_WINDOW  # how long this worker's own sends count
 
     def __init__(self, day: int) -> None:
         self.day = day
         self.sends: list[float] = []
-        self.tokens: list[tuple[float, int]] = []
+        self.tokens: list[tuple[float, int, int]] = []
+        self.tokens_before = 0  # the running total of the entries trimmed from `tokens`
         self.day_sends = self.day_tin = self.day_tout = 0
         self.remote: tuple[tuple[float, int, int], ...] = ()
         self.r_day_sends = self.r_day_tin = self.r_day_tout = 0
@@ -139,12 +158,38 @@ class Usage:
             self.day_sends = self.day_tin = self.day_tout = 0
             self.r_day_sends = self.r_day_tin = self.r_day_tout = 0
 
+    def send(self, now: float) -> None:
+        """Count one send of this worker at `now`."""
+        sends = self.sends
+        if sends and now < sends[-1]:
+            insort(sends, now)  # the clock went back: keep time order for the searches
+        else:
+            sends.append(now)
+
+    def add_tokens(self, now: float, n: int) -> None:
+        """Count `n` input tokens this worker sent at `now`."""
+        tokens = self.tokens
+        if not tokens or now >= tokens[-1][0]:
+            tokens.append((now, n, (tokens[-1][2] if tokens else self.tokens_before) + n))
+            return
+        # The clock went back: keep time order, and the running totals after it.
+        i = bisect_right(tokens, (now, _AFTER))
+        total = tokens[i - 1][2] if i else self.tokens_before
+        tokens.insert(i, (now, n, 0))
+        for j in range(i, len(tokens)):
+            t, m, _ = tokens[j]
+            total += m
+            tokens[j] = (t, m, total)
+
     def _trim(self, now: float) -> None:
         cut = now - PACE_WINDOW
         if self.sends and self.sends[0] <= cut:
             del self.sends[:bisect_right(self.sends, cut)]
-        if self.tokens and self.tokens[0][0] <= cut:
-            del self.tokens[:bisect_right(self.tokens, (cut, 1 << 62))]
+        tokens = self.tokens
+        if tokens and tokens[0][0] <= cut:
+            i = bisect_right(tokens, (cut, _AFTER))
+            self.tokens_before = tokens[i - 1][2]
+            del tokens[:i]
 
     def minute(self, now: float, pace: float | None = None) -> tuple[int, int]:
         """Return (sends, input tokens) in the last minute, this worker's and the others'.
@@ -156,7 +201,13 @@ class Usage:
         sends, tokens = in_window(self.remote, now) if self.remote else (0, 0)
         mine = self.sends
         own = len(mine) - bisect_right(mine, cut) if mine and mine[0] <= cut else len(mine)
-        return sends + own, tokens + sum(n for t, n in self.tokens if t > cut)
+        toks = self.tokens
+        if toks:
+            if toks[0][0] > cut:
+                tokens += toks[-1][2] - self.tokens_before
+            else:
+                tokens += toks[-1][2] - toks[bisect_right(toks, (cut, _AFTER)) - 1][2]
+        return sends + own, tokens
 
     def today(self) -> int:
         """Return the sends of the day so far, every worker's."""
@@ -167,15 +218,25 @@ class Usage:
         return self.day_tin + self.day_tout + self.r_day_tin + self.r_day_tout
 
     def free_at(self, now: float, cap: int, tokens: bool, pace: float | None = None) -> float:
-        """Return when the minute's sends (or input tokens) fall below `cap` again (> now)."""
+        """Return when the minute's sends (or input tokens) fall below `cap` again (> now).
+
+        Sends and tokens leave the minute oldest first: walking them in that order stops at
+        the one that brings the count below `cap`, usually the first, however busy the minute.
+        """
         pace = pace or self.pace
         used = self.minute(now, pace)[1 if tokens else 0]
-        leaving = [(t + pace, n) for t, n in (self.tokens if tokens else ((t, 1) for t in self.sends))
-                   if t > now - pace]
-        leaving += [(start + SLOT + WINDOW, t if tokens else s) for start, s, t in self.remote
-                    if start + SLOT > now - WINDOW]
-        leaving.sort()
-        for when, n in leaving:
+        cut = now - pace
+        if tokens:
+            toks = self.tokens
+            mine: Iterable[tuple[float, int]] = (
+                (toks[i][0] + pace, toks[i][1])
+                for i in range(bisect_right(toks, (cut, _AFTER)), len(toks)))
+        else:
+            sends = self.sends
+            mine = ((sends[i] + pace, 1) for i in range(bisect_right(sends, cut), len(sends)))
+        theirs = sorted((start + SLOT + WINDOW, t if tokens else s) for start, s, t in self.remote
+                        if start + SLOT > now - WINDOW)
+        for when, n in heapq.merge(mine, theirs) if theirs else mine:
             used -= n
             if used < cap:
                 return max(when, now + 0.001)
@@ -307,6 +368,7 @@ class KeyPool:
         self._bounds: dict[tuple[int, str], Bounds | None] = {}
         self.users: list[User] = []
         self._users_by_id: dict[int, User] = {}
+        self._digests: dict[str, bytes] = {}  # user keys that matched → their digest
         self.pins: dict[str, int] = {}
         self.pins_seq = 0
         self._pending: deque[dict[str, Any]] = deque()
@@ -383,6 +445,7 @@ class KeyPool:
                 users.append(User(row["id"], row["label"], bytes.fromhex(row["key_hash"]),
                                   row.get("rpm_limit"), row.get("tpd_limit"), models))
             self.users, self._users_by_id = users, {u.id: u for u in users}
+            self._digests.clear()  # no key of a removed or changed user is kept
         for row in view.get("pins") or []:
             self.pins[row["name"]] = row["key_id"]
             self.pins_seq = max(self.pins_seq, row["seq"])
@@ -408,7 +471,7 @@ class KeyPool:
             else:
                 # An operator action (enable, reset) gives the key a fresh score.
                 if updated > k.updated_at:
-                    k.window = []
+                    k.forget_score()
                 invalid = row.get("invalid_reason")
                 # A death seen here but not yet in the view stays, unless the operator acted
                 # on the key after it (re-enable, reset).
@@ -643,10 +706,11 @@ class KeyPool:
         `also` names any other model the request reaches (one named in its body, say):
         each must be on the user's allow-list too.
         """
-        barred = [m for m in (model, *also) if m and not user.may_use(m)]
-        if barred:
-            return Refusal(403, f"this key may not use {barred[0]}; it may use only: "
-                                f"{', '.join(user.allowed_models)}")
+        if user.allowed_models:  # without a list every model is allowed
+            barred = [m for m in (model, *also) if m and not user.may_use(m)]
+            if barred:
+                return Refusal(403, f"this key may not use {barred[0]}; it may use only: "
+                                    f"{', '.join(user.allowed_models)}")
         now = self._clock()
         if not (user.tpd_limit or user.rpm_limit):
             return None
@@ -659,7 +723,7 @@ class KeyPool:
             if u.minute(now)[0] >= user.rpm_limit:
                 return Refusal(429, f"this key is limited to {user.rpm_limit} requests per minute",
                                max(0.5, u.free_at(now, user.rpm_limit, False) - now))
-            u.sends.append(now)
+            u.send(now)
             u.day_sends += 1
             self._publish(now, 0, "", user.id, sends=1)
         return None
@@ -673,11 +737,13 @@ class KeyPool:
         if key_id:
             u = self._pair(key_id, model, now)
             if tokens_in:
-                u.tokens.append((now, tokens_in))
+                u.add_tokens(now, tokens_in)
             u.day_tin += tokens_in
             u.day_tout += tokens_out
             self._publish(now, key_id, model, 0, tokens_in=tokens_in, tokens_out=tokens_out)
-            self._replace(key_id, model, now)
+            k = self.keys.get(key_id)
+            if k is not None and self.bounds(k, model) is not None:  # tokens count only under a limit
+                self._replace(key_id, model, now)
         if user_id:
             u = self._user_use(user_id, now)
             u.day_tin += tokens_in
@@ -696,11 +762,19 @@ class KeyPool:
         self.sync()
         if not presented:
             return None
-        digest = _digest(presented)
+        # A key that matched before skips hashing (SHA-256 through OpenSSL costs a request
+        # about 5 us). The decision is still the comparison below; the memo only says what
+        # the digest is. Keyed by the whole string, it answers an exact match or nothing, so
+        # a guess learns nothing from it, and guesses are never kept (one entry per user).
+        digest = self._digests.get(presented)
+        if digest is None:
+            digest = _digest(presented)
         found = None
         for user in self.users:  # no early exit: the time taken says nothing about a match
             if hmac.compare_digest(digest, user.key_hash):
                 found = user
+        if found is not None:
+            self._digests[presented] = digest
         return found
 
     def user(self, user_id: int) -> User | None:
@@ -781,7 +855,7 @@ class KeyPool:
         now = self._clock()
         key.inflight += 1
         u = self._pair(key.id, model, now)
-        u.sends.append(now)
+        u.send(now)
         u.day_sends += 1
         self._publish(now, key.id, model, 0, sends=1)
         if self.bounds(key, model) is not None:
@@ -793,15 +867,17 @@ class KeyPool:
     def report(self, key: KeyState, model: str, outcome: Outcome) -> None:
         """Record an attempt's outcome: update memory now, queue the persistent part."""
         now = self._clock()
+        kind = outcome.kind
         # Rate limits are handled by cooling, not by the score: a rested key is healthy.
-        if outcome.kind in (Kind.OK, Kind.UPSTREAM, Kind.KEY_DEAD):
-            key.count(outcome.kind is Kind.OK, now)
+        if kind in _SCORED:
+            key.count(kind is _OK, now)
         w = self.writer
         reason = outcome.reason
         if reason:  # it quotes Google, who may name a key: masked before it is kept or logged
             reason = redact(reason, [k.value for k in self.keys.values()])
-        rid = current_request_id() if w else None  # the Logs pane opens that request
-        if outcome.kind is Kind.KEY_DEAD:
+        # The request the events below name (the Logs pane opens it); a success logs none.
+        rid = current_request_id() if w and kind is not _OK else None
+        if kind is Kind.KEY_DEAD:
             key.invalid_reason, key.dead_at = reason, now
             self._set_usable(key, False, now)
             if w:
@@ -809,7 +885,7 @@ class KeyPool:
                 w.event("warning", f"key {key.masked} retired: {reason}",
                         status=outcome.status, key_id=key.id, model=model, request_id=rid)
             log.warning("key %s retired: %s", key.masked, reason)
-        elif outcome.kind in (Kind.RATE_MINUTE, Kind.RATE_DAY):
+        elif kind in _RATED:
             self._refund(key, model, now)
             if outcome.quotas:
                 self._learn(key, model, outcome.quotas, now, rid)
@@ -822,11 +898,11 @@ class KeyPool:
                             f"{outcome.cool_until - now:.0f}s ({outcome.kind.value})",
                             status=outcome.status, key_id=key.id, model=model, request_id=rid)
             self._replace(key.id, model, now)
-        elif outcome.kind is Kind.UPSTREAM and w:
+        elif kind is Kind.UPSTREAM and w:
             w.event("warning", f"upstream trouble on key {key.masked}: {reason}",
                     status=outcome.status, key_id=key.id, model=model, request_id=rid)
         if w:
-            w.key_used(key.id, now, None if outcome.kind is Kind.OK else reason)
+            w.key_used(key.id, now, None if kind is _OK else reason)
 
     def _refund(self, key: KeyState, model: str, now: float) -> None:
         """Take back the send a 429 refused: Google did not count it against the quota."""

@@ -4,9 +4,11 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from proxy.outcomes import Kind, Outcome
-from proxy.pool import Cooling, KeyPool, NoKeys
+from proxy.pool import PACE_WINDOW, PRIOR_OK, Cooling, KeyPool, NoKeys, Usage, User, UserUsage
+from proxy.store.quota_usage import SLOT, WINDOW
 
 
 class Clock:
@@ -55,6 +57,23 @@ def test_failing_key_gets_less_traffic():
         pool.report(bad, "m", Outcome(Kind.UPSTREAM, 503, "overloaded"))
     picks = Counter(pool.choose("m").id for _ in range(3000))
     assert picks[2] < picks[1] / 2 and picks[2] < picks[3] / 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 200), st.booleans()), max_size=80))
+def test_a_keys_score_is_its_share_of_successes_over_its_last_minutes(steps):
+    pool, clock = make(1)
+    key = pool.keys[1]
+    for dt, ok in steps:
+        clock.t += dt
+        pool.report(key, "m", Outcome(Kind.OK, 200) if ok else Outcome(Kind.UPSTREAM, 503, "x"))
+    assert len(key.window) <= 10
+    ok, failed = sum(o for _, o, _ in key.window), sum(f for _, _, f in key.window)
+    assert key.success_score() == (ok + PRIOR_OK) / (ok + failed + PRIOR_OK)
+    v = view(1)
+    v["keys"][0]["updated_at"] = clock.t  # the operator resets the key: a fresh score
+    pool.apply(v)
+    assert key.window == [] and key.success_score() == 1.0
 
 
 def test_in_flight_load_steers_choice():
@@ -181,6 +200,27 @@ def test_authenticate_matches_digest_only():
     assert user.allowed_models == ("gemini-2.5-flash", "gemini-2.5-pro")
     assert pool.authenticate("gp-user-secreT") is None
     assert pool.authenticate("") is None and pool.authenticate(None) is None
+
+
+def test_a_matching_key_is_hashed_once_and_a_guess_every_time(monkeypatch):
+    import proxy.pool as pool_module
+
+    def users(key):
+        return [{"id": 7, "label": "alice", "key_hash": hashlib.sha256(key.encode()).hexdigest(),
+                 "status": "active", "updated_at": 0, "rpm_limit": None, "tpd_limit": None}]
+
+    pool, _ = make(1, users=users("gp-user-secret"))
+    hashed = Counter()
+    real = pool_module._digest
+    monkeypatch.setattr(pool_module, "_digest", lambda value: hashed.update([value]) or real(value))
+    for _ in range(3):
+        assert pool.authenticate("gp-user-secret").id == 7
+        assert pool.authenticate("gp-user-guess") is None
+    assert hashed == {"gp-user-secret": 1, "gp-user-guess": 3}  # guesses are never kept
+    pool.apply({"full": False, "users": users("gp-user-rotated")})  # the operator rotates the key
+    assert pool.authenticate("gp-user-secret") is None
+    assert pool.authenticate("gp-user-rotated").id == 7
+    assert hashed["gp-user-secret"] == 2
 
 
 def test_summary_counts():
@@ -319,7 +359,6 @@ def test_sets_of_many_models_stay_bounded():
 
 
 def test_users_minute_limit_counts_other_workers():
-    from proxy.pool import User
     from proxy.store.util import pacific_day
 
     pool, clock = make(1)
@@ -367,3 +406,106 @@ def test_a_change_view_keeps_rests_of_calls_without_a_model_apart():
     pool.apply({"full": False, "keys": [changed], "touched": [1], "health": [], "limits": []})
     assert pool.cooling_until(1, "", clock.t) and pool.cooling_until(1, "m", clock.t)  # seen here, kept
     assert pool.keys[1].label == "renamed"
+
+
+# -- a minute's use: counted by searches, the same as counting every entry --------------------
+
+def _minute(sends, tokens, remote, now, pace):
+    """Count a minute the plain way: every entry of this worker, every slot of the others."""
+    cut = now - pace
+    slots = [(s, t) for start, s, t in remote if start + SLOT > now - WINDOW]
+    return (sum(s for s, _ in slots) + sum(1 for t in sends if t > cut),
+            sum(t for _, t in slots) + sum(n for t, n in tokens if t > cut))
+
+
+def _free_at(sends, tokens, remote, now, cap, by_tokens, pace):
+    """Walk every entry leaving the minute, in time order, until the count is below `cap`."""
+    used = _minute(sends, tokens, remote, now, pace)[1 if by_tokens else 0]
+    leaving = sorted([(t + pace, n) for t, n in (tokens if by_tokens else [(t, 1) for t in sends])
+                      if t > now - pace]
+                     + [(start + SLOT + WINDOW, t if by_tokens else s) for start, s, t in remote
+                        if start + SLOT > now - WINDOW])
+    for when, n in leaving:
+        used -= n
+        if used < cap:
+            return max(when, now + 0.001)
+    return now + WINDOW
+
+
+# One step of a worker's use: the clock moves (now and then back a little), then it sends,
+# counts input tokens, or reads the other workers' slots.
+_STEPS = st.lists(st.tuples(st.floats(-3, 25), st.sampled_from(["send", "tokens", "remote", "wait"]),
+                            st.integers(0, 5000)), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=_STEPS, caps=st.lists(st.integers(1, 40), min_size=1, max_size=3), user=st.booleans())
+def test_a_minutes_use_and_when_a_cap_frees_match_a_count_of_every_entry(steps, caps, user):
+    u = (UserUsage if user else Usage)(0)
+    now = 1_780_000_000.0
+    sends: list[float] = []
+    tokens: list[tuple[float, int]] = []
+    for dt, what, n in steps:
+        now += dt
+        if what == "send":
+            u.send(now)
+            sends.append(now)
+        elif what == "tokens":
+            u.add_tokens(now, n)
+            tokens.append((now, n))
+        elif what == "remote":
+            slot = now - now % SLOT
+            u.remote = ((slot - 2 * SLOT, n % 7, n), (slot - SLOT, 0, n // 3), (slot, 1, n % 11))
+        # A count forgets what left the minute (and a little more) for good.
+        sends = [t for t in sends if t > now - PACE_WINDOW]
+        tokens = [(t, k) for t, k in tokens if t > now - PACE_WINDOW]
+        for pace in (None, WINDOW, PACE_WINDOW):
+            p = pace or u.pace
+            assert u.minute(now, pace) == _minute(sends, tokens, u.remote, now, p)
+            for cap in caps:
+                for by_tokens in (False, True):
+                    assert (u.free_at(now, cap * (300 if by_tokens else 1), by_tokens, pace)
+                            == _free_at(sends, tokens, u.remote, now, cap * (300 if by_tokens else 1),
+                                        by_tokens, p))
+
+
+class _Watched(list):
+    """A list that counts the entries read from it."""
+
+    read = 0
+
+    def __getitem__(self, i):
+        _Watched.read += len(range(*i.indices(len(self)))) if isinstance(i, slice) else 1
+        return super().__getitem__(i)
+
+    def __iter__(self):
+        for item in super().__iter__():
+            _Watched.read += 1
+            yield item
+
+
+def test_a_busy_minute_costs_a_request_a_few_looks_not_a_walk():
+    pool, clock = make(1)
+    pool.apply({"full": False, "touched": [1], "keys": [],
+                "limits": [{"key_id": 1, "model": "m", "kind": kind, "source": "learned",
+                            "value": 10**9, "learned_at": clock.t} for kind in ("rpm", "tpm")]})
+    alice = User(7, "alice", b"", rpm_limit=10**9)
+
+    def request():
+        clock.t += 0.01
+        assert pool.admit(alice, "m") is None
+        k = pool.choose("m")
+        pool.begin(k, "m")
+        pool.report(k, "m", Outcome(Kind.OK, 200))
+        pool.end(k)
+        pool.add_usage(alice.id, k.id, "m", 50, 10)
+
+    for _ in range(5000):  # 50 seconds of traffic, all still inside the minute
+        request()
+    for u in (pool.usage[(1, "m")], pool.user_usage[alice.id]):
+        u.sends, u.tokens = _Watched(u.sends), _Watched(u.tokens)
+    assert len(pool.usage[(1, "m")].tokens) == 5000
+    _Watched.read = 0
+    request()
+    assert _Watched.read < 200  # binary searches, not a pass over 5,000 entries
+    assert pool.usage[(1, "m")].minute(clock.t) == (5001, 5001 * 50)

@@ -12,7 +12,7 @@ import pytest
 
 from proxy.store import Writer, add_key, enable_key, migrate, open_db
 from proxy.store import db as store_db
-from proxy.store.util import minute_of
+from proxy.store.util import mask_key, minute_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,6 +150,81 @@ def test_first_byte_never_overwrites_a_finish(path, reader):
     rows = request_rows(reader)
     assert (rows["a"]["status"], rows["a"]["key_id"], rows["a"]["attempts"]) == (502, 3, 3)
     assert (rows["b"]["status"], rows["b"]["key_id"], rows["b"]["ttfb_ms"], rows["b"]["attempts"]) == (200, 3, 7.0, 1)
+
+
+def _request_ops(rid: str) -> list[tuple]:
+    """A start, then two finishes (the second says more), as a caller might queue them."""
+    detail = [{"key_id": 1, "status": 429}, {"key_id": 2, "status": 200}]
+    return [
+        ("request_started", {"id": rid, "started_at": 1.0, "model": "m", "stream": True,
+                             "user_label": "alice", "worker_pid": 9, "no_such_column": "x",
+                             "error_message": "from the start"}),
+        ("request_finished", {"id": rid, "status": 200, "user_label": None, "attempts": 2,
+                              "attempts_detail": detail, "key_id": 2, "key_masked": "fake…0002",
+                              "ttfb_ms": 4.5, "duration_ms": 5.0, "error_message": None}),
+        ("request_finished", {"id": rid, "status": 500, "tokens_in": 3, "cost_usd": None,
+                              "stream": False}),
+    ]
+
+
+def test_a_request_merged_in_one_batch_is_the_row_separate_batches_write(path, reader):
+    writer = Writer(path)  # not started: the first request's ops all land in one batch
+    for op in _request_ops("one"):
+        writer.put(op)
+    writer.start()
+    assert writer.flush()
+    for op in _request_ops("apart"):
+        writer.put(op)
+        assert writer.flush()  # each op its own batch: an insert, then two upserts
+    writer.close()
+    rows = request_rows(reader)
+    one, apart = ({k: v for k, v in rows[rid].items() if k not in ("seq", "id")} for rid in ("one", "apart"))
+    assert one == apart
+    # What the finish left out (None) is the start's; what it says wins; lists become JSON.
+    assert (one["user_label"], one["started_at"], one["model"], one["worker_pid"]) == ("alice", 1.0, "m", 9)
+    assert (one["status"], one["attempts"], one["tokens_in"], one["stream"]) == (500, 2, 3, 0)
+    assert one["error_message"] == "from the start" and one["cost_usd"] is None
+    assert json.loads(one["attempts_detail"]) == [{"key_id": 1, "status": 429}, {"key_id": 2, "status": 200}]
+
+
+def test_ops_are_left_as_queued(path):
+    ops = _request_ops("a")
+    queued = json.dumps(ops)
+    writer = started(path)
+    for op in ops:
+        writer.put(op)
+    writer.request_first_byte("a", **FIRST)
+    writer.close()
+    assert json.dumps(ops) == queued  # a batch that must be redone starts from the same ops
+
+
+def test_key_shapes_are_masked_on_every_way_a_request_row_is_written(path, reader):
+    key = "AIza" + "Sy" + "k-9_Z" * 7 + "abc"  # Google's shape, built here so no scanner flags it
+    quoted = f"Consumer 'api_key:{key}' has been suspended."
+    detail = [{"key_id": 1, "reason": quoted}]
+    writer = Writer(path)  # not started: the first batch holds a, b, the start of c and d
+    writer.request_started({"id": "a", "started_at": 1.0})
+    writer.request_finished({"id": "a", "status": 403, "error_message": quoted, "attempts_detail": detail})
+    writer.request_started({"id": "b", "started_at": 1.0})
+    writer.request_first_byte("b", key_id=1, key_masked="fake…0001", ttfb_ms=1.0, attempts=1,
+                              attempts_detail=detail)
+    writer.request_started({"id": "c", "started_at": 1.0})
+    writer.request_finished({"id": "d", "status": 403, "attempts_detail": detail})
+    writer.request_finished({"id": "d", "error_message": quoted})
+    writer.start()
+    assert writer.flush()
+    writer.request_first_byte("c", key_id=1, key_masked="fake…0001", ttfb_ms=1.0, attempts=1,
+                              attempts_detail=detail)  # an update of the row in flight
+    writer.request_finished({"id": "e", "status": 403, "error_message": quoted})  # a lone finish
+    writer.close()
+    rows = request_rows(reader)
+    stored = json.dumps({rid: (r["error_message"], r["attempts_detail"]) for rid, r in rows.items()},
+                        ensure_ascii=False)
+    assert key not in stored
+    masked = mask_key(key)
+    assert {rid: [masked in (text or "") for text in (r["error_message"], r["attempts_detail"])]
+            for rid, r in rows.items()} == {"a": [True, True], "b": [False, True], "c": [False, True],
+                                            "d": [True, True], "e": [True, False]}
 
 
 def test_attempts_aggregate_into_minutes(path, reader):

@@ -62,7 +62,10 @@ HOUSEKEEPING_EVERY = 30.0  # seconds between retention passes when there is noth
 _REQUESTS, _TOKENS_IN, _TOKENS_OUT, _COST = (
     STATS_COUNTERS.index(c) for c in ("requests", "tokens_in", "tokens_out", "cost_micros"))
 _REQUEST_FIELDS = frozenset(REQUEST_COLUMNS)
-_QUOTED = frozenset({"error_message", "attempts_detail"})  # may quote the upstream
+_QUOTED = ("error_message", "attempts_detail")  # may quote the upstream
+# Value types a requests column takes as they are (bool, list and dict are converted).
+_PLAIN = frozenset({str, int, float, type(None)})
+_BLANK_ROW: dict[str, Any] = dict.fromkeys(REQUEST_COLUMNS)
 
 _COLS = ", ".join(REQUEST_COLUMNS)
 # attempts and stream have column defaults of 0, which an explicit NULL would bypass.
@@ -570,6 +573,8 @@ class Writer:
         learned: dict[tuple[int, str, str], tuple[Any, ...]] = {}
         for op in ops:
             kind = op[0]
+            if kind in ("usage", "flush"):
+                continue  # usage ops were folded into the UsageBook before the batch
             if kind == "attempt":
                 _, minute, key_id, model, user_id, dialect, index, final, t_in, t_out, cost = op
                 counts = stats.get((minute, key_id, model, user_id, dialect))
@@ -581,15 +586,14 @@ class Writer:
                     counts[_TOKENS_IN] += int(t_in)
                     counts[_TOKENS_OUT] += int(t_out)
                     counts[_COST] += int(cost)
-            elif kind == "request_started":
-                row = self._request_row(op[1])
-                starts.setdefault(row["id"], row)
             elif kind == "request_finished":
-                row = self._request_row(op[1])
-                earlier = finishes.get(row["id"])
-                if earlier is not None:
-                    row = {**earlier, **{k: v for k, v in row.items() if v is not None}}
-                finishes[row["id"]] = row
+                row = self._request_fields(op[1])
+                rid = row["id"]
+                earlier = finishes.get(rid)
+                finishes[rid] = row if earlier is None else _merged(earlier, row)
+            elif kind == "request_started":
+                row = self._request_fields(op[1])
+                starts.setdefault(row["id"], row)
             elif kind == "request_first_byte":
                 _, rid, key_id, key_masked, ttfb_ms, attempts, detail = op
                 if not rid:
@@ -597,7 +601,8 @@ class Writer:
                 first_bytes[rid] = {
                     "key_id": key_id, "key_masked": key_masked, "ttfb_ms": ttfb_ms,
                     "attempts": int(attempts or 0),
-                    "attempts_detail": None if detail is None else json.dumps(detail, separators=(",", ":")),
+                    # It quotes the upstream like a finish's detail: masked the same way.
+                    "attempts_detail": None if detail is None else _clean(json.dumps(detail, separators=(",", ":"))),
                 }
             elif kind == "key_used":
                 _, key_id, ts, error = op
@@ -631,8 +636,6 @@ class Writer:
                     raise ValueError(f"not a limit: {what!r} = {value!r}")
                 learned[(key_id, model or "", what)] = (key_id, model or "", what, int(value), ts, ts,
                                                         key_id, ts)
-            elif kind in ("flush", "usage"):
-                pass  # usage ops were folded into the UsageBook before the batch
             else:
                 raise ValueError(f"unknown op {kind!r}")
 
@@ -640,20 +643,21 @@ class Writer:
             if rid in finishes:
                 continue  # the finish in this batch says all of it, and more
             if rid in starts:
-                starts[rid].update(fields)  # still one insert for a start in this batch
+                # Still one insert for a start in this batch (a new dict: ops stay as queued,
+                # for a retry of the batch).
+                starts[rid] = {**starts[rid], **fields}
         updates = [(f["key_id"], f["key_masked"], f["ttfb_ms"], f["attempts"], f["attempts_detail"], rid)
                    for rid, f in first_bytes.items() if rid not in finishes and rid not in starts]
         if starts:
             for rid in [rid for rid in starts if rid in finishes]:
                 # Both ends in one batch: a single insert of the merged row.
-                start = starts.pop(rid)
-                finishes[rid] = {k: (v if v is not None else start.get(k)) for k, v in finishes[rid].items()}
+                finishes[rid] = _merged(starts.pop(rid), finishes[rid])
             if starts:
-                conn.executemany(_SQL_REQUEST_START, list(starts.values()))
+                conn.executemany(_SQL_REQUEST_START, [self._request_row(r) for r in starts.values()])
         if updates:
             conn.executemany(_SQL_REQUEST_FIRST_BYTE, updates)
         if finishes:
-            conn.executemany(_SQL_REQUEST_FINISH, list(finishes.values()))
+            conn.executemany(_SQL_REQUEST_FINISH, [self._request_row(r) for r in finishes.values()])
         if stats:
             conn.executemany(_SQL_STATS, [(*k, self.host, *v) for k, v in stats.items()])
         if used:
@@ -669,11 +673,19 @@ class Writer:
         if pins:
             write_pins(conn, [(name, key_id, ts) for name, (key_id, ts) in pins.items()])
 
-    def _request_row(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Return a requests row with every column present, values ready for SQLite."""
+    def _request_fields(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Return the columns `given` names, values ready for SQL (`given` itself when they are).
+
+        Only the fields given: the full row is built once per row written (`_request_row`),
+        after a request's start and finish are merged, not once per op. `given` is never
+        changed: a batch that fails is applied again from the same ops.
+        """
         if not given.get("id"):
             raise ValueError("request row without an id")
-        row = dict.fromkeys(REQUEST_COLUMNS)
+        # The usual op: known columns holding text, numbers or None, nothing to convert.
+        if given.keys() <= _REQUEST_FIELDS and _PLAIN.issuperset(map(type, given.values())):
+            return given
+        row = {}
         for name, value in given.items():
             if name not in _REQUEST_FIELDS:
                 if name not in self._warned_fields:
@@ -684,11 +696,26 @@ class Writer:
                 value = json.dumps(value, separators=(",", ":"))
             elif isinstance(value, bool):
                 value = int(value)
-            if name in _QUOTED:
-                value = _clean(value)
             row[name] = value
-        row["host"] = self.host
         return row
+
+    def _request_row(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Return a requests row with every column present, fields masked where they quote the upstream."""
+        row = _BLANK_ROW.copy()
+        row.update(fields)
+        row["host"] = self.host
+        for name in _QUOTED:
+            row[name] = _clean(row[name])
+        return row
+
+
+def _merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """Return the fields of `later` over those of `earlier`, where `later` says something (not None)."""
+    row = {**earlier, **later}
+    for name, value in earlier.items():
+        if value is not None and row[name] is None:
+            row[name] = value
+    return row
 
 
 def _clean(text: Any) -> Any:
@@ -697,11 +724,15 @@ def _clean(text: Any) -> Any:
     The proxy masks before it queues; this catches what a caller missed, on this thread,
     off the request path.
     """
+    # Without values to mask, redact changes only text that holds "AIza": one substring
+    # search says whether it can, without a call and an import per field.
+    if not isinstance(text, str) or "AIza" not in text:
+        return text
     # Imported here: proxy.redact builds on this package's mask_key, so a module-level
     # import would be circular.
     from ..redact import redact
 
-    return redact(text) if isinstance(text, str) else text
+    return redact(text)
 
 
 def _extra(conn: Any, what: str, write: Callable[[], Any], *, careful: bool) -> None:
