@@ -41,3 +41,17 @@ def test_every_error_class_lands_in_a_stats_counter():
     assert _counter(Kind.RATE_DAY.value) == "rate_limited"
     for refusal in ("unauthorized", "bad_request", "not_found", "user_limit", "rejected"):
         assert _counter(refusal) == "rejected"
+
+
+def test_request_ids_are_unique_and_increase_with_time():
+    """24 hex digits, time first: each new row lands at the end of the requests index."""
+    import re
+    import time
+
+    from proxy.exchange import new_request_id
+
+    ids = [new_request_id() for _ in range(5000)]
+    assert all(re.fullmatch(r"[0-9a-f]{24}", i) for i in ids) and len(set(ids)) == len(ids)
+    stamps = [i[:12] for i in ids]
+    assert stamps == sorted(stamps)  # taken later, sorted later (to the millisecond)
+    assert abs(int(ids[-1][:12], 16) / 1000 - time.time()) < 5
