@@ -18,6 +18,9 @@ are done, idle connections are shut for reading, which ends them at once.
 
 SIGUSR2 from the master (a stop with STOP_UNREADY_SECONDS) only marks the worker as stopping:
 /ready answers 503 while requests are still served, until the master's SIGTERM follows.
+
+Per request, the worker does less than gunicorn's: its config is read from plain attributes
+(gunicorn looks every setting up through __getattr__, some 25 times a request).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Any
 import gevent
 from gevent.socket import wait_read
 from gunicorn import util
+from gunicorn.config import Config
 from gunicorn.http.errors import (ConfigurationProblem, ExpectationFailed, ForbiddenProxyRequest,
                                   InvalidResponseHeader, InvalidResponseHeaderName,
                                   LimitRequestHeaders, LimitRequestLine, ParseException,
@@ -87,17 +91,31 @@ def error_response(status: int, reason: str, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
+def freeze(cfg: Config) -> None:
+    """Turn `cfg`'s settings into plain attributes, read without gunicorn's __getattr__.
+
+    A worker never changes its config (a reload starts new workers), and gunicorn reads
+    settings on every request: each read is a __getattr__ call, a dict lookup and a get().
+    Properties (is_ssl, proc_name, ...) still compute, from the plain attributes.
+    """
+    cfg.__dict__.update((name, setting.get()) for name, setting in cfg.settings.items())
+
+
 class ProxyWorker(GeventWorker):
     """GeventWorker with bounded heads, JSON refusals and a drain-then-stop graceful exit."""
 
     def init_process(self) -> None:
-        self.connections: set[Any] = set()
         # ProxyServer carries the settings; plain `gunicorn proxy.wsgi:app` reads them as the
         # app does
-        settings: Settings = getattr(self.app, "settings", None) or load_settings()
+        self.prepare(getattr(self.app, "settings", None) or load_settings())
+        super().init_process()  # runs the worker until it stops
+
+    def prepare(self, settings: Settings) -> None:
+        """Take what the worker needs from `settings` and from its gunicorn config."""
+        self.connections: set[Any] = set()
         self.head_timeout = settings.head_timeout
         self.drain_limit = settings.max_body_bytes
-        super().init_process()  # runs the worker until it stops
+        freeze(self.cfg)
 
     def timeout_ctx(self) -> gevent.Timeout:
         """Bound the time to receive a request head (gunicorn's default is the keep-alive)."""
