@@ -20,7 +20,8 @@ SIGUSR2 from the master (a stop with STOP_UNREADY_SECONDS) only marks the worker
 /ready answers 503 while requests are still served, until the master's SIGTERM follows.
 
 Per request, the worker does less than gunicorn's: its config is read from plain attributes
-(gunicorn looks every setting up through __getattr__, some 25 times a request).
+(gunicorn looks every setting up through __getattr__, some 25 times a request), and answers
+leave in one write (see response.py).
 """
 from __future__ import annotations
 
@@ -28,12 +29,14 @@ import json
 import signal
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
 import gevent
 from gevent.socket import wait_read
 from gunicorn import util
 from gunicorn.config import Config
+from gunicorn.http import wsgi
 from gunicorn.http.errors import (ConfigurationProblem, ExpectationFailed, ForbiddenProxyRequest,
                                   InvalidResponseHeader, InvalidResponseHeaderName,
                                   LimitRequestHeaders, LimitRequestLine, ParseException,
@@ -41,6 +44,7 @@ from gunicorn.http.errors import (ConfigurationProblem, ExpectationFailed, Forbi
 from gunicorn.workers.ggevent import GeventWorker
 
 from proxy.exchange import Counters, new_request_id
+from proxy.serving.response import ProxyResponse
 from proxy.settings import Settings, load_settings
 from proxy.translate.errors import GOOGLE_STATUS, gemini_error_body
 
@@ -121,15 +125,76 @@ class ProxyWorker(GeventWorker):
         """Bound the time to receive a request head (gunicorn's default is the keep-alive)."""
         return gevent.Timeout(self.head_timeout, False)
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
         """Serve one request, then wait (idle, up to the keep-alive) for the next one."""
         try:
-            super().handle_request(listener_name, req, sock, addr)
+            self.serve(listener_name, req, sock, addr)
         except StopIteration:
             self._finish_body(req, sock)
             raise
+        except (gevent.GreenletExit, SystemExit):
+            pass  # as gunicorn's gevent worker
         if not self._finish_body(req, sock) or not self._await_next(req, sock):
             raise StopIteration()
+        return True
+
+    def serve(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+        """Run the app for one request: gunicorn's AsyncWorker.handle_request, answering
+        through ProxyResponse, and timing the request only when an access log wants it."""
+        started = time.monotonic() if self.log.access_log_enabled else 0.0
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            resp, environ = wsgi.create(req, sock, addr, listener_name, self.cfg,
+                                        response_class=ProxyResponse)
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            if self.is_already_handled(respiter):
+                return
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                if started:
+                    self.log.access(resp, req, environ,
+                                    timedelta(seconds=time.monotonic() - started))
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                raise StopIteration()
+        except StopIteration:
+            raise
+        except OSError:
+            # the caller's (gunicorn's keep-alive loop) to handle, as in gunicorn
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # an answer has begun: another one on the same socket would corrupt it
+                self.log.exception("Error handling request")
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
 
     def _finish_body(self, req: Any, sock: Any) -> bool:
         """Discard what the app left of the request body; False (after lingering) if we cannot."""
