@@ -20,11 +20,14 @@ SIGUSR2 from the master (a stop with STOP_UNREADY_SECONDS) only marks the worker
 /ready answers 503 while requests are still served, until the master's SIGTERM follows.
 
 Per request, the worker does less than gunicorn's: its config is read from plain attributes
-(gunicorn looks every setting up through __getattr__, some 25 times a request), and answers
-leave in one write (see response.py).
+(gunicorn looks every setting up through __getattr__, some 25 times a request), answers
+leave in one write (see response.py), and a connection waiting for its next request waits
+in the recv that brings the request, so that a head which arrived whole is parsed without
+arming a timer for it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -33,10 +36,10 @@ from datetime import timedelta
 from typing import Any
 
 import gevent
-from gevent.socket import wait_read
 from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import (ConfigurationProblem, ExpectationFailed, ForbiddenProxyRequest,
                                   InvalidResponseHeader, InvalidResponseHeaderName,
                                   LimitRequestHeaders, LimitRequestLine, ParseException,
@@ -54,6 +57,9 @@ FLUSH_MARGIN = 3.0
 # that closing does not reset the connection before the client has read the answer.
 LINGER = 1.0
 DRAIN_STEP = 1 << 16
+RECV_SIZE = 1 << 16  # one read brings a whole head and, usually, its body
+HEAD_END = b"\r\n\r\n"
+NO_TIMEOUT = contextlib.nullcontext()
 
 # gunicorn's refusals: (exception classes, status, reason, what the client should do)
 REFUSALS: list[tuple[tuple[type[BaseException], ...], int, str, str]] = [
@@ -120,9 +126,18 @@ class ProxyWorker(GeventWorker):
         self.head_timeout = settings.head_timeout
         self.drain_limit = settings.max_body_bytes
         freeze(self.cfg)
+        self.idle_timeout = self.cfg.keepalive
+        self.head_ready = False
 
-    def timeout_ctx(self) -> gevent.Timeout:
-        """Bound the time to receive a request head (gunicorn's default is the keep-alive)."""
+    def timeout_ctx(self) -> Any:
+        """Bound the time to receive a request head (gunicorn's default is the keep-alive).
+
+        No timer when the head is already here whole: _await_next found it, in this
+        greenlet, just before gunicorn's keep-alive loop asks (nothing runs in between).
+        """
+        if self.head_ready:
+            self.head_ready = False
+            return NO_TIMEOUT
         return gevent.Timeout(self.head_timeout, False)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
@@ -201,7 +216,12 @@ class ProxyWorker(GeventWorker):
         body = getattr(req, "body", None)
         if body is None:
             return True
-        if not getattr(body, "failed", False):
+        failed = getattr(body, "failed", False)
+        reader = getattr(body, "reader", None)
+        if (not failed and type(reader) is LengthReader and reader.length == 0
+                and not body.buf.tell()):
+            return True  # read to its end: nothing to drain
+        if not failed:
             drained = 0
             with gevent.Timeout(self.head_timeout, False):
                 try:
@@ -227,14 +247,24 @@ class ProxyWorker(GeventWorker):
             pass
 
     def _await_next(self, req: Any, sock: Any) -> bool:
-        """Wait for the client to speak again, up to the keep-alive; False if it stays quiet."""
-        unreader = getattr(req, "unreader", None)
-        if unreader is not None and unreader.buf.getbuffer().nbytes:
-            return True  # a pipelined request is already here
-        with gevent.Timeout(self.cfg.keepalive, False):
-            wait_read(sock.fileno())
-            return True
-        return False
+        """Wait for the client to speak again, up to the keep-alive; False if it stays quiet
+        or closes. What it sends is handed to the parser, and whether that is a whole head
+        tells timeout_ctx if the head needs a timer."""
+        unreader = req.unreader
+        pending = unreader.buf.getvalue()  # a pipelined request may already be here
+        if not pending:
+            sock.settimeout(self.idle_timeout)
+            try:
+                pending = sock.recv(RECV_SIZE)
+            except TimeoutError:
+                return False
+            finally:
+                sock.settimeout(None)
+            if not pending:
+                return False
+            unreader.unread(pending)
+        self.head_ready = HEAD_END in pending
+        return True
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Answer gunicorn's own refusals (and failures before an answer) in JSON, not HTML."""
