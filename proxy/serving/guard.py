@@ -48,6 +48,7 @@ class BodyBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.waiting = 0  # bodies waiting for room
         self._freed = Event()
 
     def take(self, n: int, held: int, deadline: float) -> bool:
@@ -56,17 +57,22 @@ class BodyBudget:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._freed.wait(remaining)
+            self.waiting += 1
+            try:
+                self._freed.wait(remaining)
+            finally:
+                self.waiting -= 1
         self.used += n
         return True
 
     def give(self, n: int) -> None:
-        """Return `n` bytes and wake the bodies waiting for room."""
+        """Return `n` bytes and wake the bodies waiting for room (a new Event only then)."""
         if n <= 0:
             return
         self.used -= n
-        freed, self._freed = self._freed, Event()
-        freed.set()
+        if self.waiting:
+            freed, self._freed = self._freed, Event()
+            freed.set()
 
 
 class BodyReader:
@@ -92,6 +98,11 @@ class BodyReader:
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
+            if self.length is not None:  # all that is left: usually one read
+                parts = []
+                while not self.done:
+                    parts.append(self.read(self.length - self.received))
+                return b"".join(parts)
             return b"".join(iter(lambda: self.read(READ_STEP), b""))
         if self.done or size == 0:
             return b""
