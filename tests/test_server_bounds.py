@@ -193,6 +193,43 @@ def test_slow_heads_are_cut_and_real_clients_still_served(tmp_path, fake):
         proxy.stop()
 
 
+def test_a_pipelined_head_that_stops_halfway_is_cut_after_the_head_timeout(proxy):
+    """A whole head behind an answer is served at once; half a head still has a deadline."""
+    whole = b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n"
+    with connect(proxy) as sock:
+        t0 = time.monotonic()
+        sock.sendall(whole + whole + b"GET /health HTTP/1.1\r\nHost:")
+        received = b""
+        while data := sock.recv(65536):  # until the proxy closes
+            received += data
+        waited = time.monotonic() - t0
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 2  # and no answer to the half head
+    assert 0.8 <= waited < 5
+
+
+def test_a_head_that_arrives_in_pieces_after_an_idle_wait_is_served(proxy):
+    with connect(proxy) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        assert answer(sock)[0] == 200
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+        time.sleep(0.3)  # the client pauses mid-head: the second piece is a separate read
+        sock.sendall(b"Host: proxy\r\n\r\n")
+        status, headers, _ = answer(sock)
+    assert status == 200 and headers["Connection"] == "keep-alive" and headers["Date"]
+
+
+def test_a_stop_does_not_wait_for_idle_keep_alive_connections(live_factory):
+    proxy = live_factory(GRACEFUL_TIMEOUT="20")
+    with connect(proxy, timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        assert answer(sock)[0] == 200
+        t0 = time.monotonic()
+        assert proxy.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - t0 < 10  # not the graceful timeout
+        assert sock.recv(100) == b""
+    assert "graceful timeout" not in proxy.logs()
+
+
 def test_sigkilled_workers_requests_are_closed_by_the_arbiter(live_factory, fake):
     fake.configure(chunks=40, chunk_delay_ms=250)  # a ten-second stream
     proxy = live_factory(workers=1)

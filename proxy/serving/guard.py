@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterable
 
 import gevent
 from gevent.event import Event
+from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import (BadRequest, HTTPException, RequestEntityTooLarge,
                                  RequestTimeout, ServiceUnavailable)
-from werkzeug.wsgi import ClosingIterator
 
 from proxy.exchange import REQUEST_ID, new_request_id
 from proxy.settings import Settings
@@ -48,6 +48,7 @@ class BodyBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.waiting = 0  # bodies waiting for room
         self._freed = Event()
 
     def take(self, n: int, held: int, deadline: float) -> bool:
@@ -56,17 +57,22 @@ class BodyBudget:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._freed.wait(remaining)
+            self.waiting += 1
+            try:
+                self._freed.wait(remaining)
+            finally:
+                self.waiting -= 1
         self.used += n
         return True
 
     def give(self, n: int) -> None:
-        """Return `n` bytes and wake the bodies waiting for room."""
+        """Return `n` bytes and wake the bodies waiting for room (a new Event only then)."""
         if n <= 0:
             return
         self.used -= n
-        freed, self._freed = self._freed, Event()
-        freed.set()
+        if self.waiting:
+            freed, self._freed = self._freed, Event()
+            freed.set()
 
 
 class BodyReader:
@@ -88,9 +94,15 @@ class BodyReader:
         self.received = 0
         self.held = 0
         self.done = False
+        self.here = False  # the whole rest of the body is in memory: reads cannot wait
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
+            if self.length is not None:  # all that is left: usually one read
+                parts = []
+                while not self.done:
+                    parts.append(self.read(self.length - self.received))
+                return b"".join(parts)
             return b"".join(iter(lambda: self.read(READ_STEP), b""))
         if self.done or size == 0:
             return b""
@@ -155,7 +167,11 @@ class BodyReader:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise self._timed_out()
+        timer = None
         try:
+            if self.here or _arrived(self.inner):
+                self.here = True
+                return self.inner.read(size)  # no timer: nothing to wait for
             with gevent.Timeout(remaining) as timer:
                 return self.inner.read(size)
         except gevent.Timeout as exc:
@@ -186,6 +202,34 @@ class BodyReader:
         if hasattr(self.inner, "failed"):
             self.inner.failed = True
         return exc
+
+
+def _arrived(inner: Any) -> bool:
+    """Whether the rest of gunicorn's request body is already read off the socket (a small
+    body usually comes in the same read as its head), so that reading it cannot wait."""
+    reader = getattr(inner, "reader", None)
+    return type(reader) is LengthReader and reader.length <= reader.unreader.buf.getbuffer().nbytes
+
+
+class Released:
+    """The app's answer, with the body's budget given back once the server closes it."""
+
+    __slots__ = ("answer", "release")
+
+    def __init__(self, answer: Iterable[bytes], release: Callable[[], None]) -> None:
+        self.answer = answer
+        self.release = release
+
+    def __iter__(self) -> Any:
+        return iter(self.answer)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.answer, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.release()
 
 
 def _body_length(environ: dict[str, Any]) -> int | None:
@@ -234,4 +278,4 @@ class ServingGuard:
             return answer
         # the body's bytes stay charged until the answer is sent: a stream's upstream
         # request (and so the body) lives as long as the stream
-        return ClosingIterator(answer, body.release)
+        return Released(answer, body.release)

@@ -18,18 +18,28 @@ are done, idle connections are shut for reading, which ends them at once.
 
 SIGUSR2 from the master (a stop with STOP_UNREADY_SECONDS) only marks the worker as stopping:
 /ready answers 503 while requests are still served, until the master's SIGTERM follows.
+
+Per request, the worker does less than gunicorn's: its config is read from plain attributes
+(gunicorn looks every setting up through __getattr__, some 25 times a request), answers
+leave in one write (see response.py), and a connection waiting for its next request waits
+in the recv that brings the request, so that a head which arrived whole is parsed without
+arming a timer for it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
 import gevent
-from gevent.socket import wait_read
 from gunicorn import util
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import (ConfigurationProblem, ExpectationFailed, ForbiddenProxyRequest,
                                   InvalidResponseHeader, InvalidResponseHeaderName,
                                   LimitRequestHeaders, LimitRequestLine, ParseException,
@@ -37,6 +47,7 @@ from gunicorn.http.errors import (ConfigurationProblem, ExpectationFailed, Forbi
 from gunicorn.workers.ggevent import GeventWorker
 
 from proxy.exchange import Counters, new_request_id
+from proxy.serving.response import ProxyResponse
 from proxy.settings import Settings, load_settings
 from proxy.translate.errors import GOOGLE_STATUS, gemini_error_body
 
@@ -46,6 +57,9 @@ FLUSH_MARGIN = 3.0
 # that closing does not reset the connection before the client has read the answer.
 LINGER = 1.0
 DRAIN_STEP = 1 << 16
+RECV_SIZE = 1 << 16  # one read brings a whole head and, usually, its body
+HEAD_END = b"\r\n\r\n"
+NO_TIMEOUT = contextlib.nullcontext()
 
 # gunicorn's refusals: (exception classes, status, reason, what the client should do)
 REFUSALS: list[tuple[tuple[type[BaseException], ...], int, str, str]] = [
@@ -87,38 +101,127 @@ def error_response(status: int, reason: str, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
+def freeze(cfg: Config) -> None:
+    """Turn `cfg`'s settings into plain attributes, read without gunicorn's __getattr__.
+
+    A worker never changes its config (a reload starts new workers), and gunicorn reads
+    settings on every request: each read is a __getattr__ call, a dict lookup and a get().
+    Properties (is_ssl, proc_name, ...) still compute, from the plain attributes.
+    """
+    cfg.__dict__.update((name, setting.get()) for name, setting in cfg.settings.items())
+
+
 class ProxyWorker(GeventWorker):
     """GeventWorker with bounded heads, JSON refusals and a drain-then-stop graceful exit."""
 
     def init_process(self) -> None:
-        self.connections: set[Any] = set()
         # ProxyServer carries the settings; plain `gunicorn proxy.wsgi:app` reads them as the
         # app does
-        settings: Settings = getattr(self.app, "settings", None) or load_settings()
-        self.head_timeout = settings.head_timeout
-        self.drain_limit = settings.max_body_bytes
+        self.prepare(getattr(self.app, "settings", None) or load_settings())
         super().init_process()  # runs the worker until it stops
 
-    def timeout_ctx(self) -> gevent.Timeout:
-        """Bound the time to receive a request head (gunicorn's default is the keep-alive)."""
+    def prepare(self, settings: Settings) -> None:
+        """Take what the worker needs from `settings` and from its gunicorn config."""
+        self.connections: set[Any] = set()
+        self.head_timeout = settings.head_timeout
+        self.drain_limit = settings.max_body_bytes
+        freeze(self.cfg)
+        self.idle_timeout = self.cfg.keepalive
+        self.head_ready = False
+
+    def timeout_ctx(self) -> Any:
+        """Bound the time to receive a request head (gunicorn's default is the keep-alive).
+
+        No timer when the head is already here whole: _await_next found it, in this
+        greenlet, just before gunicorn's keep-alive loop asks (nothing runs in between).
+        """
+        if self.head_ready:
+            self.head_ready = False
+            return NO_TIMEOUT
         return gevent.Timeout(self.head_timeout, False)
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
         """Serve one request, then wait (idle, up to the keep-alive) for the next one."""
         try:
-            super().handle_request(listener_name, req, sock, addr)
+            self.serve(listener_name, req, sock, addr)
         except StopIteration:
             self._finish_body(req, sock)
             raise
+        except (gevent.GreenletExit, SystemExit):
+            pass  # as gunicorn's gevent worker
         if not self._finish_body(req, sock) or not self._await_next(req, sock):
             raise StopIteration()
+        return True
+
+    def serve(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+        """Run the app for one request: gunicorn's AsyncWorker.handle_request, answering
+        through ProxyResponse, and timing the request only when an access log wants it."""
+        started = time.monotonic() if self.log.access_log_enabled else 0.0
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            resp, environ = wsgi.create(req, sock, addr, listener_name, self.cfg,
+                                        response_class=ProxyResponse)
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            if self.is_already_handled(respiter):
+                return
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                if started:
+                    self.log.access(resp, req, environ,
+                                    timedelta(seconds=time.monotonic() - started))
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                raise StopIteration()
+        except StopIteration:
+            raise
+        except OSError:
+            # the caller's (gunicorn's keep-alive loop) to handle, as in gunicorn
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # an answer has begun: another one on the same socket would corrupt it
+                self.log.exception("Error handling request")
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
 
     def _finish_body(self, req: Any, sock: Any) -> bool:
         """Discard what the app left of the request body; False (after lingering) if we cannot."""
         body = getattr(req, "body", None)
         if body is None:
             return True
-        if not getattr(body, "failed", False):
+        failed = getattr(body, "failed", False)
+        reader = getattr(body, "reader", None)
+        if (not failed and type(reader) is LengthReader and reader.length == 0
+                and not body.buf.tell()):
+            return True  # read to its end: nothing to drain
+        if not failed:
             drained = 0
             with gevent.Timeout(self.head_timeout, False):
                 try:
@@ -144,14 +247,24 @@ class ProxyWorker(GeventWorker):
             pass
 
     def _await_next(self, req: Any, sock: Any) -> bool:
-        """Wait for the client to speak again, up to the keep-alive; False if it stays quiet."""
-        unreader = getattr(req, "unreader", None)
-        if unreader is not None and unreader.buf.getbuffer().nbytes:
-            return True  # a pipelined request is already here
-        with gevent.Timeout(self.cfg.keepalive, False):
-            wait_read(sock.fileno())
-            return True
-        return False
+        """Wait for the client to speak again, up to the keep-alive; False if it stays quiet
+        or closes. What it sends is handed to the parser, and whether that is a whole head
+        tells timeout_ctx if the head needs a timer."""
+        unreader = req.unreader
+        pending = unreader.buf.getvalue()  # a pipelined request may already be here
+        if not pending:
+            sock.settimeout(self.idle_timeout)
+            try:
+                pending = sock.recv(RECV_SIZE)
+            except TimeoutError:
+                return False
+            finally:
+                sock.settimeout(None)
+            if not pending:
+                return False
+            unreader.unread(pending)
+        self.head_ready = HEAD_END in pending
+        return True
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Answer gunicorn's own refusals (and failures before an answer) in JSON, not HTML."""
