@@ -18,3 +18,12 @@ def test_a_frozen_config_reads_every_setting_as_gunicorn_would(tmp_path):
     assert "keepalive" in vars(cfg) and cfg.keepalive == 75  # a plain attribute now
     assert not cfg.is_ssl  # properties still compute, from the attributes
     assert [str(n) for n in cfg.forwarded_allow_networks()] == ["127.0.0.1/32", "::1/128"]
+
+
+def test_trusted_proxy_networks_reach_gunicorn_whole(tmp_path):
+    """gunicorn judges X-Forwarded-Proto by the same networks the app believes, not their first address."""
+    cfg = Config()
+    settings = Settings(db_path=str(tmp_path / "w.db"), trusted_proxies=["10.1.2.3/8", "fd00::/8"])
+    for name, value in options(settings).items():
+        cfg.set(name, value)
+    assert [str(n) for n in cfg.forwarded_allow_networks()] == ["10.0.0.0/8", "fd00::/8"]

@@ -1,6 +1,7 @@
 """gunicorn configuration for `gemini-proxy serve`: gevent workers sized from Settings."""
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
@@ -28,7 +29,9 @@ def options(settings: Settings) -> dict[str, Any]:
         "post_worker_init": announce_ready,  # a reload: the old master hands over once we serve
         "worker_exit": worker_exit,
         "child_exit": child_exit,
-        "forwarded_allow_ips": ",".join(n.split("/")[0] for n in settings.trusted_proxies),
+        # whole networks (gunicorn reads CIDR), as the app believes them
+        "forwarded_allow_ips": ",".join(str(ipaddress.ip_network(n, strict=False))
+                                        for n in settings.trusted_proxies),
     }
 
 
