@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,9 +30,11 @@ def new_request_id() -> str:
     Unique across workers and hosts (two ids share a millisecond and 48 random bits about
     once in 10^14 pairs), cheaper than uuid4, and increasing: each new row lands at the end
     of the requests table's unique index instead of at a random page of it, which on a
-    table of a few hundred thousand rows halves the writer's time per row.
+    table of a few hundred thousand rows halves the writer's time per row. The random bits
+    come from `random`, reseeded from the OS in every forked worker: an id is no secret, and
+    this costs no system call.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(48):012x}"
 
 
 def request_recorded() -> bool:

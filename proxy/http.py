@@ -11,6 +11,18 @@ from flask import Response, current_app, request
 from proxy.translate.errors import gemini_error_body, openai_error_body
 
 
+# Where the serving guard (proxy.serving.guard) leaves its reader of the request body. The
+# reader bounds size, completeness and time itself, so the body is read from it directly
+# rather than through werkzeug's stream wrappers around it.
+GUARDED_BODY = "proxy.guarded_body"
+
+
+def request_body() -> bytes:
+    """Return the whole request body."""
+    reader = request.environ.get(GUARDED_BODY)
+    return request.get_data(cache=False) if reader is None else reader.read()
+
+
 def state() -> Any:
     """Return this worker's ProxyState (settings, pool, writer, upstream client)."""
     return current_app.extensions["proxy"]

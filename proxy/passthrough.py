@@ -12,7 +12,7 @@ from urllib.parse import quote
 from flask import Response, request
 
 from proxy import pins, uploads
-from proxy.http import public_base_url, state
+from proxy.http import public_base_url, request_body, state
 from proxy.pipeline import NATIVE, Flight, authenticate, reject
 from proxy.pool import User
 from proxy.relay import Passthrough
@@ -133,7 +133,7 @@ def passthrough(path: str) -> Response:
     else:
         user = authenticate(NATIVE)
     bearer = path.startswith(("/v1beta/openai/", "/v1/openai/"))
-    body = request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH") else None
+    body = request_body() if request.method in ("POST", "PUT", "PATCH") else None
     model, stream, sse = model_of(path), ":streamGenerateContent" in path, False
     # A key limited to some models has every model its body names checked, so the body
     # must be readable here (an upload's bytes name none).

@@ -55,3 +55,23 @@ def test_request_ids_are_unique_and_increase_with_time():
     stamps = [i[:12] for i in ids]
     assert stamps == sorted(stamps)  # taken later, sorted later (to the millisecond)
     assert abs(int(ids[-1][:12], 16) / 1000 - time.time()) < 5
+
+
+def test_forked_workers_draw_different_request_ids():
+    """gunicorn forks its workers from one master: their ids must not repeat each other's."""
+    import os
+
+    from proxy.exchange import new_request_id
+
+    new_request_id()  # the parent's generator is in use before the fork, as in a master
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its ids, and leave without running pytest's teardown
+        os.write(write, " ".join(new_request_id()[12:] for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split())
+    ours = {new_request_id()[12:] for _ in range(50)}
+    assert len(theirs) == 50 and not ours & theirs

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, request
 
 from proxy import pins
 from proxy.auth import has_gemini_key
-from proxy.http import json_response, openai_error, state
+from proxy.http import json_response, openai_error, request_body, state
 from proxy.pipeline import OPENAI, Answered, Flight, authenticate, reject, refuse
 from proxy.pool import User
 from proxy.relay import StreamFailed
@@ -41,7 +41,7 @@ ANSWER_MEMBERS = ("candidates", "promptFeedback")
 
 
 def _body(user: User) -> dict[str, Any]:
-    raw = request.get_data(cache=False)
+    raw = request_body()
     try:
         body = loads_strict(raw) if raw else None
     except ValueError as exc:

@@ -26,6 +26,7 @@ from werkzeug.exceptions import (BadRequest, HTTPException, RequestEntityTooLarg
                                  RequestTimeout, ServiceUnavailable)
 
 from proxy.exchange import REQUEST_ID, new_request_id
+from proxy.http import GUARDED_BODY
 from proxy.settings import Settings
 
 # Seconds a body waits for room in the budget before it is refused with 503: long enough to
@@ -259,7 +260,7 @@ class ServingGuard:
         length = _body_length(environ)
         if length != 0:
             body = BodyReader(environ["wsgi.input"], length, self.settings, self.budget, started)
-            environ["wsgi.input"] = body
+            environ["wsgi.input"] = environ[GUARDED_BODY] = body
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
