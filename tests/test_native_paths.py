@@ -5,7 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from conftest import USER_KEY
+from conftest import USER_KEY, wait_for
 from proxy import uploads
 from proxy.store import db as store_db
 from proxy.store.users import remove_user, set_limits
@@ -263,7 +263,9 @@ def test_a_file_made_on_one_worker_is_found_at_once_by_another(live_factory, fak
     # worker's one fresh read would not see the pin yet.
     proxy = live_factory(workers=2, WRITER_INTERVAL_SECONDS="2", POOL_REFRESH_SECONDS="5")
     fresh = {**H, "Connection": "close"}  # new connections, so both workers take requests
-    for _ in range(6):
+    db = store_db.open_db(proxy.db)
+
+    def one_file_made_and_used() -> bool:
         start = requests.post(proxy.url + "/upload/v1beta/files", json={"file": {}},
                               headers={**START, **fresh}, timeout=10)
         done = requests.post(start.headers["x-goog-upload-url"], data=b"hello", timeout=10,
@@ -278,7 +280,9 @@ def test_a_file_made_on_one_worker_is_found_at_once_by_another(live_factory, fak
                                  headers=fresh, timeout=10)
             assert resp.status_code == 200, resp.text
             assert fake.requests[-1]["key"] == owner
-    db = store_db.open_db(proxy.db)
+        # The kernel hands each new connection to either worker: go on until the rows show
+        # both served (the pins then crossed between them).
+        return len({r["worker_pid"] for r in db.query("select worker_pid from requests")}) == 2
+
+    wait_for(one_file_made_and_used, timeout=60)
     proxy.stop()
-    pids = {r["worker_pid"] for r in db.query("select worker_pid from requests")}
-    assert len(pids) == 2  # both workers served: the pins crossed between them
