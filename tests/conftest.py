@@ -85,6 +85,32 @@ def wait_for(probe: Callable[[], Any], timeout: float = 15.0) -> Any:
         time.sleep(0.05)
 
 
+def written(path: str, *ops: Any) -> None:
+    """Run writer calls (name, args…) through a real Writer, as the proxy records them, and
+    wait for the commit."""
+    from proxy.store.writer import Writer
+
+    w = Writer(path)
+    w.start()
+    for name, *args in ops:
+        getattr(w, name)(*args)
+    w.close()
+
+
+def operate(app: Any, fn: Callable[[Any], Any]) -> None:
+    """Change the app's database as an operator would (`fn(db)`), then wait for a pool
+    view read after the change."""
+    from proxy.store import db as store_db
+
+    st = app.extensions["proxy"]
+    db = store_db.open_db(st.settings.db_path)
+    try:
+        fn(db)
+    finally:
+        db.close()
+    assert st.refresher.await_view(time.monotonic(), timeout=5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

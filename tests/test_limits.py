@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import GOOGLE_KEYS, USER_KEY
+from conftest import GOOGLE_KEYS, USER_KEY, operate
 from proxy.store import db as store_db
 from proxy.store.keys import set_rpm_cap
 from proxy.store.users import set_limits
@@ -15,24 +15,13 @@ BODY = {"contents": [{"role": "user", "parts": [{"text": "limit me"}]}]}
 H = {"x-goog-api-key": USER_KEY}
 
 
-def configure(app, fn):
-    st = app.extensions["proxy"]
-    db = store_db.open_db(st.settings.db_path)
-    try:
-        fn(db)
-    finally:
-        db.close()
-    assert st.refresher.await_view(time.monotonic(), 5)  # a read that saw the change
-    st.pool.sync()
-
-
 def user_ref(app):
     db = store_db.open_db(app.extensions["proxy"].settings.db_path)
     return next(db.query("select id from users"))["id"]
 
 
 def test_user_requests_per_minute(app, client, fake):
-    configure(app, lambda db: set_limits(db, user_ref(app), rpm=3))
+    operate(app, lambda db: set_limits(db, user_ref(app), rpm=3))
     statuses = [client.post(GEN, json=BODY, headers=H).status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
     r = client.post(GEN, json=BODY, headers=H)
@@ -47,7 +36,7 @@ def test_user_requests_per_minute(app, client, fake):
 
 
 def test_user_tokens_per_day_in_openai_dialect(app, client, fake):
-    configure(app, lambda db: set_limits(db, user_ref(app), tpd=10))
+    operate(app, lambda db: set_limits(db, user_ref(app), tpd=10))
     oai = {"Authorization": f"Bearer {USER_KEY}"}
     body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "count " * 20}]}
     assert client.post("/v1/chat/completions", json=body, headers=oai).status_code == 200
@@ -60,7 +49,7 @@ def test_user_tokens_per_day_in_openai_dialect(app, client, fake):
 
 
 def test_allowed_models(app, client, fake):
-    configure(app, lambda db: set_limits(db, user_ref(app), models="gemini-2.5-pro"))
+    operate(app, lambda db: set_limits(db, user_ref(app), models="gemini-2.5-pro"))
     r = client.post(GEN, json=BODY, headers=H)
     assert r.status_code == 403 and "gemini-2.5-pro" in r.get_json()["error"]["message"]
     ok = client.post("/v1beta/models/gemini-2.5-pro:generateContent", json=BODY, headers=H)
@@ -78,7 +67,7 @@ def test_capped_keys_pace_below_googles_quota(app_factory, fake, keys):
     client = app.test_client()
     for key in [*GOOGLE_KEYS[:1], *(f"fake-key-10{i}" for i in range(keys - 1))]:
         fake.set_key(key, rpm=4)  # Google would answer 429 on the 5th request a minute
-    configure(app, lambda db: [set_rpm_cap(db, str(k["id"]), 3)
+    operate(app, lambda db: [set_rpm_cap(db, str(k["id"]), 3)
                                for k in db.query("select id from google_keys")])
     statuses = Counter(client.post(GEN, json=BODY, headers=H).status_code for _ in range(20))
     assert statuses[200] == 3 * keys  # about N times one key's throughput

@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from conftest import written
+
 from proxy.pool import KeyPool
 from proxy.store import add_key, add_user, disable_key, migrate, open_db, pin, remove_key
 from proxy.store.keys import merge_env_keys
@@ -27,15 +29,6 @@ def db(path):
     migrate(database)
     yield database
     database.close()
-
-
-def written(path, *ops):
-    """Run writer calls (name, args…) through a real Writer and wait for the commit."""
-    w = Writer(path)
-    w.start()
-    for name, *args in ops:
-        getattr(w, name)(*args)
-    w.close()
 
 
 def test_first_read_is_everything_then_only_what_changed(db, path):

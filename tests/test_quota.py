@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import GOOGLE_KEYS, USER_KEY
+from conftest import GOOGLE_KEYS, USER_KEY, operate
 from proxy.store import db as store_db
 from proxy.store.keys import enable_key, reset_key
 from proxy.store.util import next_pacific_midnight
@@ -43,16 +43,6 @@ def learned_earlier(app, kind: str, value: int, keys=GOOGLE_KEYS) -> None:
     for key in keys:
         writer.limit_learned(ids[key], MODEL, kind, value, time.time())
     writer.close()
-    assert st.refresher.await_view(time.monotonic(), timeout=5)
-
-
-def operate(app, fn) -> None:
-    st = app.extensions["proxy"]
-    db = store_db.open_db(st.settings.db_path)
-    try:
-        fn(db)
-    finally:
-        db.close()
     assert st.refresher.await_view(time.monotonic(), timeout=5)
 
 

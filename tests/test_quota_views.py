@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import written
+
 from console.app import ConsoleApp
 from console.modals import ConfirmScreen
 from console.panes import KeysPane, StatsPane
@@ -17,18 +19,8 @@ from proxy.store.keys import merge_env_keys
 from proxy.store.rollup import Rollup
 from proxy.store.util import pacific_day
 from proxy.store.views import keys_overview, quota_budget
-from proxy.store.writer import Writer
 
 PRO, FLASH = "gemini-2.5-pro", "gemini-2.5-flash"
-
-
-def written(path, *ops):
-    """Run writer calls (name, args…) through a real Writer, as the proxy records them."""
-    w = Writer(path)
-    w.start()
-    for name, *args in ops:
-        getattr(w, name)(*args)
-    w.close()
 
 
 @pytest.fixture
