@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from proxy import __version__
+from proxy import __version__, realthread
 from proxy.bootstrap import prepare_database
 from proxy.exchange import Counters, publish_metrics
 from proxy.http import TrustedPeers
@@ -134,9 +134,7 @@ def _publish_metrics_on_the_hub(state: ProxyState) -> None:
     The hub is where requests count them, so counting needs no lock; a scrape answered by
     another worker sees this one's counts at most that late.
     """
-    from gevent import monkey
-
-    if not monkey.is_module_patched("threading"):
+    if realthread.hub_loop() is None:
         return  # one plain process (tests, tools): every request is published at once
     import gevent
 

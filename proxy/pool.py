@@ -1005,7 +1005,7 @@ class Refresher:
         self._wake.acquire()
 
     def start(self) -> None:
-        self._hub_loop = _gevent_loop()
+        self._hub_loop = realthread.hub_loop()
         realthread.start(self._run, "pool-refresh")
 
     def stop(self) -> None:
@@ -1061,14 +1061,3 @@ def _news(view: dict[str, Any]) -> bool:
     return bool(view.get("full", True) or view.get("usage_reset")
                 or any(part in view for part in ("keys", "touched", "health", "limits", "users"))
                 or view.get("pins") or view.get("usage"))
-
-
-def _gevent_loop() -> Any:
-    """Return the gevent hub's loop when this process runs under gevent's patches, else None."""
-    try:
-        from gevent import get_hub, monkey
-    except ImportError:  # pragma: no cover
-        return None
-    if not monkey.is_module_patched("threading"):
-        return None
-    return get_hub().loop

@@ -51,3 +51,15 @@ def _named(target: Callable[[], None], name: str) -> None:
 def lock() -> "_thread.LockType":
     """Return an OS-level lock, usable between a real thread and the hub."""
     return _allocate_lock()
+
+
+def hub_loop() -> Any:
+    """Return the gevent hub's loop when this process runs under gevent's patches (a gunicorn
+    worker), else None (tests, tools: one plain process)."""
+    try:
+        from gevent import get_hub, monkey
+    except ImportError:  # pragma: no cover
+        return None
+    if not monkey.is_module_patched("threading"):
+        return None
+    return get_hub().loop
