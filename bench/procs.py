@@ -1,4 +1,5 @@
-"""Start, watch and stop the bench's processes: the fake upstream, the proxy, the load generator.
+"""Start, watch and stop the bench's processes: the fake upstream, the proxy, the stack
+floor, nginx, the load generator.
 
 Every process here is started by the bench and ended by its own pid (terminate, then
 kill after a grace period). CPU and memory come straight from /proc, so the numbers
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
@@ -192,7 +194,7 @@ class Fake:
         stop_process(self.proc, grace=5)
 
 
-# --- the proxy -----------------------------------------------------------------------------
+# --- gunicorn: the proxy ------------------------------------------------------------------
 
 def _settings_names() -> set[str]:
     from proxy.settings import describe
@@ -200,17 +202,76 @@ def _settings_names() -> set[str]:
     return {env for env, _, _ in describe()}
 
 
-class Proxy:
+class Gunicorn:
+    """A gunicorn master started here, with its workers: ready when it answers HTTP and
+    every worker is up; stopped by its pid."""
+
+    name = "gunicorn"
+
+    def __init__(self, cmd: list[str], *, port: int, workers: int, cwd: Path,
+                 env: dict[str, str], log_path: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.workers_wanted = workers
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # never leave a half-started gunicorn behind
+            raise
+
+    def answers(self) -> bool:
+        """Whether a worker serves; OSError counts as not yet."""
+        raise NotImplementedError
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; "
+                                   f"see {self.log.name}")
+            try:
+                if self.answers() and len(self.workers()) == self.workers_wanted:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready within {timeout:.0f} s; see {self.log.name}")
+
+    def workers(self) -> list[int]:
+        return children(self.pid)
+
+    def pids(self) -> list[int]:
+        """Master and workers: everything its CPU is charged to."""
+        return [self.pid, *self.workers()]
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=20)
+        self.log.close()
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without the proxy's settings: a caller's shell might carry some,
+    and they would change what is measured."""
+    names = _settings_names()
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+class Proxy(Gunicorn):
     """`gemini-proxy serve` (gunicorn, gevent workers) with bench settings, in a temp folder."""
+
+    name = "proxy"
 
     def __init__(self, *, upstream: str, workers: int, connections: int, workdir: Path,
                  log_path: Path, google_keys: list[str] | None = None,
                  db: str | None = None) -> None:
-        self.port = free_port()
-        # A clean slate: settings the caller's shell or a .env might carry would change
-        # what is measured, so drop them and run from a folder without a .env.
-        env = {k: v for k, v in os.environ.items() if k not in _settings_names()}
-        env.update(PROXY_BIND=f"127.0.0.1:{self.port}", PROXY_WORKERS=str(workers),
+        port = free_port()
+        # A clean slate, and a folder without a .env (see clean_env).
+        env = clean_env()
+        env.update(PROXY_BIND=f"127.0.0.1:{port}", PROXY_WORKERS=str(workers),
                    PROXY_WORKER_CONNECTIONS=str(connections), PROXY_DB=db or str(workdir / "bench.db"),
                    UPSTREAM_URL=upstream, USER_KEYS=USER_KEY,
                    # INFO writes one line per request; that is a logging benchmark, not ours.
@@ -224,42 +285,47 @@ class Proxy:
         script = Path(PYTHON).parent / "gemini-proxy"
         cmd = [str(script), "serve"] if script.exists() else [
             PYTHON, "-c", "import sys; from proxy.cli.main import main; sys.exit(main(['serve']))"]
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-        self.workers_wanted = workers
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(cmd, port=port, workers=workers, cwd=workdir, env=env, log_path=log_path)
+
+    def answers(self) -> bool:
+        return http_json(f"{self.url}/ready", timeout=2).get("status") == "ready"
+
+
+# --- the stack floor -------------------------------------------------------------------------
+
+FLOOR_WORKER = "proxy.serving.worker.ProxyWorker"
+
+
+class Floor(Gunicorn):
+    """bench/floor_app.py under gunicorn with the proxy's worker class: the project's stack
+    (Flask, gunicorn + gevent, urllib3) passing requests through with none of the proxy's
+    work. Workers and connections as the proxy's; keep-alive as the proxy's config sets it."""
+
+    name = "floor"
+
+    def __init__(self, *, upstream: str, workers: int, connections: int, workdir: Path,
+                 log_path: Path) -> None:
+        port = free_port()
+        env = clean_env()  # ProxyWorker reads the proxy's settings (head timeout, body limit)
+        env["FLOOR_UPSTREAM_URL"] = upstream
+        # floor_app is found on the path; a caller's PYTHONPATH (another tree's proxy) stays.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
+                                                          env.get("PYTHONPATH")]))
+        cwd = workdir / "floor"  # no .env here: ProxyWorker would read one
+        cwd.mkdir(parents=True, exist_ok=True)
+        cmd = [PYTHON, "-m", "gunicorn", "-k", FLOOR_WORKER, "-w", str(workers),
+               "--worker-connections", str(connections), "-b", f"127.0.0.1:{port}",
+               "--keep-alive", "75", "--log-level", "warning", "--no-control-socket",
+               "floor_app:app"]
+        super().__init__(cmd, port=port, workers=workers, cwd=cwd, env=env, log_path=log_path)
+
+    def answers(self) -> bool:
+        # The app has one POST route: any answer at all means a worker has loaded it.
         try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()  # never leave a half-started gunicorn behind
-            raise
-
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"proxy exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if (http_json(f"{self.url}/ready", timeout=2).get("status") == "ready"
-                        and len(self.workers()) == self.workers_wanted):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"proxy not ready within {timeout:.0f} s; see {self.log.name}")
-
-    def workers(self) -> list[int]:
-        return children(self.pid)
-
-    def pids(self) -> list[int]:
-        """Master and workers: everything the proxy's CPU is charged to."""
-        return [self.pid, *self.workers()]
-
-    def stop(self) -> None:
-        stop_process(self.proc, grace=20)
-        self.log.close()
+            urllib.request.urlopen(f"{self.url}/", timeout=2).close()
+        except urllib.error.HTTPError:
+            pass
+        return True
 
 
 # --- the load generator ----------------------------------------------------------------------
@@ -312,7 +378,7 @@ def which_py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-# --- nginx, the floor ----------------------------------------------------------------------
+# --- nginx, a plain reverse proxy -------------------------------------------------------------
 
 NGINX = "/usr/sbin/nginx"
 
