@@ -1,15 +1,20 @@
-"""Benchmark the proxy side by side with the fake Gemini upstream it fronts.
+"""Benchmark the proxy side by side with the fake Gemini upstream it fronts, nginx, and the
+stack floor.
 
-    .venv/bin/python bench/proxy_bench.py            # about 2-3 minutes
-    .venv/bin/python bench/proxy_bench.py --quick    # about 30 s smoke run
+    .venv/bin/python bench/proxy_bench.py            # about 3-4 minutes
+    .venv/bin/python bench/proxy_bench.py --quick    # about 50 s smoke run
 
-One fake upstream (50 ms before answering, 10-chunk SSE streams) serves three clients in
-turn: the load generator directly, through nginx (Debian's package, a plain reverse proxy:
-the floor any proxy pays; skipped when not installed), and through the proxy (gunicorn,
-gevent workers, LOG_LEVEL=WARNING). Each cell (non-stream / stream x concurrency) runs
-the three back to back in ABBA rounds (direct, nginx, proxy, then proxy, nginx, direct),
-so drift on this shared machine cancels and the "added" columns compare like with like.
-Then a one-worker proxy is profiled with py-spy and holds 1,000 streams open at once.
+One fake upstream (50 ms before answering, 10-chunk SSE streams) serves four clients in
+turn: the load generator directly; through nginx (Debian's package, a plain reverse proxy:
+what any proxy in front of the fake pays; skipped when not installed); through the stack
+floor (bench/floor_app.py: a bare Flask pass-through on urllib3, under gunicorn with the
+proxy's own gevent worker class, as many workers as the proxy: what any app on the
+project's fixed stack pays, and so what no change to the proxy's own code can go below);
+and through the proxy (gunicorn, gevent workers, LOG_LEVEL=WARNING). Each cell
+(non-stream / stream x concurrency) runs them back to back in ABBA rounds (direct, nginx,
+floor, proxy, then proxy, floor, nginx, direct), so drift on this shared machine cancels
+and the "added" columns compare like with like. Then a one-worker proxy is profiled with
+py-spy and holds 1,000 streams open at once.
 
 Everything runs on loopback; every process is started here and stopped by its pid.
 """
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,9 @@ TARGETS = {"added_p50_ms": 1.0, "added_ttfb_ms": 1.0, "throughput_ratio": 0.90,
            "cpu_ms_per_req": 1.0, "rss_mb": 80.0,
            # the issue "One place for each fact, one request pipeline": c=1 and c=256
            "added_p50_ms_issue": 1.5, "cpu_ms_per_req_c256": 0.7}
+# Everything measured in a cell, in table order; each ABBA round runs them, then reversed.
+# direct is the fake itself; the others stand in front of it.
+TARGET_ORDER = ("direct", "nginx", "floor", "proxy")
 
 
 def log(msg: str) -> None:
@@ -176,8 +185,8 @@ class Bench:
         self.proxy: procs.Proxy | None = None
         self.gen: procs.LoadGen | None = None
         self.nginx: procs.Nginx | None = None
-        self.cells: list[tuple[Cell, Tally, Tally]] = []
-        self.floor: list[Tally | None] = []  # nginx's tally for each of self.cells
+        self.floor: procs.Floor | None = None
+        self.cells: list[tuple[Cell, dict[str, Tally]]] = []  # a tally per target, in order
         self.notes: dict[str, Any] = {}
         self.profiles: list[tuple[str, str]] = []
         self.burst: dict[str, Any] = {}
@@ -191,19 +200,21 @@ class Bench:
                 "warmup": warmup, "duration": duration, "once": once,
                 "max_warmup": self.args.max_warmup, "timeout": self.args.request_timeout}
 
+    def fronts(self) -> dict[str, procs.Gunicorn | procs.Nginx | None]:
+        """The process in front of the fake for each of TARGET_ORDER: None for "direct",
+        and for a target not running (nginx not installed, the floor after the cells)."""
+        return {"direct": None, "nginx": self.nginx, "floor": self.floor, "proxy": self.proxy}
+
     def load(self, cell: Cell, target: str, duration: float, warmup: float
              ) -> tuple[dict[str, Any], float, dict[int, float]]:
-        """Run one phase against "direct", "nginx" or "proxy"; return the result, the CPU
-        of the target in front of the fake (master + workers) and each worker's share."""
-        assert self.gen and self.fake and self.proxy
-        front: procs.Proxy | procs.Nginx | None = None
-        if target == "direct":
-            port, key = self.fake.port, "bench-direct-key"  # the fake takes any key
-        elif target == "nginx":
-            assert self.nginx
-            front, port, key = self.nginx, self.nginx.port, "bench-direct-key"
-        else:
-            front, port, key = self.proxy, self.proxy.port, procs.USER_KEY
+        """Run one phase against a target of TARGET_ORDER; return the result, the CPU of the
+        target in front of the fake (master + workers) and each worker's share."""
+        assert self.gen and self.fake
+        front = self.fronts()[target]
+        assert front is not None or target == "direct", f"{target} is not running"
+        port = front.port if front else self.fake.port
+        # Only the proxy checks keys; the fake takes any, the floor sends its own.
+        key = procs.USER_KEY if target == "proxy" else "bench-direct-key"
         meter = procs.CpuMeter(front.pids() if front else [])
         meter.start()
         result = self.gen.run(self.command(cell, port, key, duration=duration, warmup=warmup),
@@ -215,7 +226,7 @@ class Bench:
         return result, cpu, workers
 
     def stop_all(self) -> None:
-        for name in ("gen", "proxy", "nginx", "fake"):
+        for name in ("gen", "proxy", "floor", "nginx", "fake"):
             proc = getattr(self, name)
             if proc is not None:
                 proc.stop()
@@ -223,7 +234,9 @@ class Bench:
 
     # -- phases --
 
-    def start(self, workers: int, connections: int) -> None:
+    def start(self, workers: int, connections: int, floor: bool = False) -> None:
+        """Start what is not running yet; the proxy always (and the floor if asked) with
+        `workers` workers of `connections` connections each."""
         if self.fake is None:
             self.fake = procs.Fake(latency_ms=self.args.latency_ms, chunks=self.args.chunks,
                                    chunk_delay_ms=0)
@@ -239,26 +252,38 @@ class Bench:
                                          workdir=self.workdir, workers=2)
                 self.notes["nginx"] = (f"{binary}, 2 worker processes, proxy_buffering off, "
                                        "HTTP/1.1 keep-alive upstream")
+        if floor:
+            self.floor = procs.Floor(upstream=self.fake.url, workers=workers,
+                                     connections=connections, workdir=self.workdir,
+                                     log_path=self.out / "floor.log")
+            self.notes["floor"] = (f"bench/floor_app.py, gunicorn -k {procs.FLOOR_WORKER}, "
+                                   f"{workers} worker(s), {connections} connections each")
         self.proxy = procs.Proxy(upstream=self.fake.url, workers=workers, connections=connections,
                                  workdir=self.workdir, log_path=self.out / "proxy.log")
 
     def idle_cpu(self, seconds: float = 2.0) -> None:
-        """Background CPU of an idle proxy (refresher, writer, heartbeat), for context."""
+        """Background CPU of the idle proxy (refresher, writer, heartbeat) and, over the same
+        seconds, of the idle floor (gunicorn's arbiter and worker heartbeats), for context."""
         assert self.proxy
         time.sleep(0.5)  # let the writer flush what the warm-up queued
-        meter = procs.CpuMeter(self.proxy.pids())
-        meter.start()
+        meters = {"idle_cpu_ms_per_s": procs.CpuMeter(self.proxy.pids())}
+        if self.floor:
+            meters["floor_idle_cpu_ms_per_s"] = procs.CpuMeter(self.floor.pids())
+        for meter in meters.values():
+            meter.start()
         time.sleep(seconds)
-        self.notes["idle_cpu_ms_per_s"] = round(1000 * meter.stop() / seconds, 1)
+        for key, meter in meters.items():
+            self.notes[key] = round(1000 * meter.stop() / seconds, 1)
 
     def throughput(self) -> None:
-        """Every cell, direct, through nginx and through the proxy, in ABBA rounds."""
+        """Every cell, direct, through nginx, the floor and the proxy, in ABBA rounds."""
         a = self.args
         cells = [Cell("non-stream", False, c) for c in a.concurrency]
         cells += [Cell("stream", True, c) for c in a.concurrency]
         cells += [Cell(f"stream, {a.gap_ms:g} ms gaps", True, c, a.gap_ms) for c in a.gap_concurrency]
         per_round = a.duration / a.rounds
-        targets = ["direct", "proxy"] if self.nginx is None else ["direct", "nginx", "proxy"]
+        running = self.fronts()
+        targets = [t for t in TARGET_ORDER if t == "direct" or running[t] is not None]
         # Warm every path once (connection pools, imports, first-request caches).
         for target in targets:
             self.load(Cell("warm", False, 4), target, 0.3, 0.0)
@@ -277,21 +302,22 @@ class Bench:
                     tallies[target].add(result, cpu, workers)
             if cell.gap_ms:
                 self.fake.configure(chunk_delay_ms=0)
-            d, p, n = tallies["direct"], tallies["proxy"], tallies.get("nginx")
-            floor = (f"nginx {n.rps:7.1f} req/s p50 {pct(n.lat, 50):6.1f} ms, "
-                     f"{n.cpu_ms_per_req:.2f} ms CPU/req | " if n else "")
-            log(f"  {cell.label:<22} c={cell.concurrency:<4} direct {d.rps:7.1f} req/s "
-                f"p50 {pct(d.lat, 50):6.1f} ms | {floor}proxy {p.rps:7.1f} req/s p50 "
-                f"{pct(p.lat, 50):6.1f} ms, {p.cpu_ms_per_req:.2f} ms CPU/req, "
-                f"errors {d.errors}/{p.errors}, every connection answered within "
-                f"{secs(d.first_answer_s)}/{secs(p.first_answer_s)} s")
-            self.cells.append((cell, d, p))
-            self.floor.append(n)
+            each = [f"{name} {t.rps:7.1f} req/s p50 {pct(t.lat, 50):6.1f} ms"
+                    + (f", {t.cpu_ms_per_req:.2f} ms CPU/req" if name != "direct" else "")
+                    for name, t in tallies.items()]
+            log(f"  {cell.label:<22} c={cell.concurrency:<4} " + " | ".join(each)
+                + f"; errors {'/'.join(str(t.errors) for t in tallies.values())}, every "
+                f"connection answered within "
+                f"{'/'.join(secs(t.first_answer_s) for t in tallies.values())} s")
+            self.cells.append((cell, tallies))
 
-    def memory(self, when: str) -> None:
-        assert self.proxy
-        mem = {str(pid): procs.memory_mb(pid) for pid in self.proxy.workers()}
-        self.notes[f"rss_{when}"] = mem
+    def memory(self, when: str, target: str = "proxy") -> None:
+        """RSS of each worker of the proxy (notes "rss_<when>", judged) or of another
+        target ("<target>_rss_<when>", for reference)."""
+        front = self.fronts()[target]
+        assert front is not None
+        mem = {str(pid): procs.memory_mb(pid) for pid in front.workers()}
+        self.notes[f"rss_{when}" if target == "proxy" else f"{target}_rss_{when}"] = mem
 
     def profile(self) -> None:
         """py-spy one worker under non-stream and then stream load (c=32)."""
@@ -359,14 +385,16 @@ class Bench:
     def run(self) -> None:
         a = self.args
         t0 = time.monotonic()
-        log(f"proxy with {a.workers} worker(s) against the fake; {a.rounds} round(s) of "
+        log(f"proxy and stack floor with {a.workers} worker(s) each against the fake; "
+            f"{a.rounds} round(s) of "
             f"{a.duration / a.rounds:g} s per target per cell")
-        self.start(a.workers, 2000)
+        self.start(a.workers, 2000, floor=True)
         self.throughput()
         self.memory("after_throughput")
-        assert self.proxy
-        self.proxy.stop()
-        self.proxy = None
+        self.memory("after_throughput", "floor")
+        for name in ("proxy", "floor"):  # the profile and the open streams are the proxy's
+            getattr(self, name).stop()
+            setattr(self, name, None)
         if a.streams > 0 or a.profile_seconds > 0:
             log("proxy with 1 worker: profile, then open streams")
             self.start(1, max(2000, 2 * a.streams))
@@ -404,9 +432,9 @@ def main_table(bench: Bench) -> list[str]:
             f"{'+p50':>6} {'+p99':>6} {'ttfb50':>6} {'+ttfb50':>7} {'+ttfb99':>7} {'chunks':>6} "
             f"{'gap50':>6} {'+gap50':>6} {'+gap99':>6} {'cpu/req':>7} {'err':>4}")
     lines = [head, "-" * len(head)]
-    for (cell, d, p), n in zip(bench.cells, bench.floor):
-        rows = [("direct", d)] + ([("nginx", n)] if n else []) + [("proxy", p)]
-        for name, t in rows:
+    for cell, tallies in bench.cells:
+        d = tallies["direct"]
+        for name, t in tallies.items():
             prox = name != "direct"  # a row in front of the fake: ratio, + columns, cpu/req
             first = name == "direct"
             ratio = f"{100 * t.rps / d.rps:5.1f}%" if prox and d.rps else ""
@@ -428,68 +456,107 @@ def main_table(bench: Bench) -> list[str]:
     return lines
 
 
-def find(bench: Bench, stream: bool, c: int, gap: bool = False) -> tuple[Tally, Tally] | None:
-    for cell, d, p in bench.cells:
+def find(bench: Bench, stream: bool, c: int, gap: bool = False) -> dict[str, Tally] | None:
+    """The tallies of one cell, by target; None if the run did not have that cell."""
+    for cell, tallies in bench.cells:
         if cell.stream == stream and cell.concurrency == c and bool(cell.gap_ms) == gap:
-            return d, p
+            return tallies
     return None
 
 
+def added_p50(t: Tally, d: Tally) -> float:
+    return pct(t.lat, 50) - pct(d.lat, 50)
+
+
+def added_ttfb(t: Tally, d: Tally) -> float:
+    return pct(t.ttfb, 50) - pct(d.ttfb, 50)
+
+
+def throughput_ratio(t: Tally, d: Tally) -> float:
+    return t.rps / d.rps
+
+
+def cpu_per_request(t: Tally, d: Tally) -> float:
+    return t.cpu_ms_per_req
+
+
 def targets(bench: Bench) -> tuple[list[str], dict[str, Any]]:
-    """The PASS/MISS block; also returns the verdicts for results.json."""
+    """The PASS/MISS block, each goal judged on a cell followed by what the stack floor
+    measured in that cell (a reference, no goal); also returns the verdicts for results.json."""
     rows: list[tuple[str, str, str, bool | None]] = []
     verdicts: dict[str, Any] = {}
 
-    def add(key: str, what: str, value: str, goal: str, ok: bool | None) -> None:
+    def add(key: str, what: str, value: str, goal: str, ok: bool | None, **extra: Any) -> None:
         rows.append((what, value, goal, ok))
-        verdicts[key] = {"value": value, "goal": goal, "pass": ok}
+        verdicts[key] = {"value": value, "goal": goal, "pass": ok, **extra}
 
+    def floor(key: str, cell: dict[str, Tally], measure: Callable[[Tally, Tally], float],
+              shown: Callable[[float], str], own: bool = True) -> None:
+        """The floor's figure for the goal above, from the same cell, and for figures in ms
+        the proxy's own part: what it measured beyond the floor."""
+        if "floor" not in cell:
+            return
+        f = measure(cell["floor"], cell["direct"])
+        what, extra = "  stack floor, same cell", {}
+        if own:
+            mine = measure(cell["proxy"], cell["direct"]) - f
+            what += f" (proxy's own: {mine:+.2f} ms)"
+            extra["proxy_own_ms"] = round(mine, 3)
+        add(f"floor_{key}", what, f"floor {shown(f)}", "(reference)", None, **extra)
+
+    ms = "{:+.2f} ms".format
+    percent = lambda r: f"{100 * r:.1f} %"  # noqa: E731
     c1 = find(bench, False, 1)
     if c1:
-        v = pct(c1[1].lat, 50) - pct(c1[0].lat, 50)
-        add("added_p50", "added p50, non-stream, c=1", f"{v:+.2f} ms", "<= 1 ms",
+        v = added_p50(c1["proxy"], c1["direct"])
+        add("added_p50", "added p50, non-stream, c=1", ms(v), "<= 1 ms",
             v <= TARGETS["added_p50_ms"])
-        add("added_p50_issue", "added p50, non-stream, c=1 (issue)", f"{v:+.2f} ms", "<= 1.5 ms",
+        add("added_p50_issue", "added p50, non-stream, c=1 (issue)", ms(v), "<= 1.5 ms",
             v <= TARGETS["added_p50_ms_issue"])
+        floor("added_p50", c1, added_p50, ms)
     s1 = find(bench, True, 1)
     if s1:
-        v = pct(s1[1].ttfb, 50) - pct(s1[0].ttfb, 50)
-        add("added_ttfb", "added TTFB p50, stream, c=1", f"{v:+.2f} ms", "<= 1 ms",
+        v = added_ttfb(s1["proxy"], s1["direct"])
+        add("added_ttfb", "added TTFB p50, stream, c=1", ms(v), "<= 1 ms",
             v <= TARGETS["added_ttfb_ms"])
+        floor("added_ttfb", s1, added_ttfb, ms)
     for stream in (False, True):
         c32 = find(bench, stream, 32)
         if c32:
-            r = c32[1].rps / c32[0].rps
-            add(f"throughput_c32_{'stream' if stream else 'nonstream'}",
+            kind = "stream" if stream else "nonstream"
+            r = throughput_ratio(c32["proxy"], c32["direct"])
+            add(f"throughput_c32_{kind}",
                 f"throughput, {'stream' if stream else 'non-stream'}, c=32, vs direct",
-                f"{100 * r:.1f} %", ">= 90 %", r >= TARGETS["throughput_ratio"])
+                percent(r), ">= 90 %", r >= TARGETS["throughput_ratio"])
+            floor(f"throughput_c32_{kind}", c32, throughput_ratio, percent, own=False)
     # Judged at c=32: enough requests for the 10 ms clock tick of /proc to vanish, and
     # the idle background (refresher, writer) spread over a realistic rate.
-    ns = [(cell, p) for cell, _, p in bench.cells if not cell.stream]
+    ns = [(cell, t) for cell, t in bench.cells if not cell.stream]
     if ns:
-        cell, p = next(((c, t) for c, t in ns if c.concurrency == 32),
-                       max(ns, key=lambda x: x[1].total))
-        v = p.cpu_ms_per_req
+        cell, t = next(((c, t) for c, t in ns if c.concurrency == 32),
+                       max(ns, key=lambda x: x[1]["proxy"].total))
+        v = cpu_per_request(t["proxy"], t["direct"])
         add("cpu_per_request", f"proxy CPU per non-stream request (c={cell.concurrency}, "
             "master+workers)", f"{v:.2f} ms", "<= 1 ms", v <= TARGETS["cpu_ms_per_req"])
+        floor("cpu_per_request", t, cpu_per_request, "{:.2f} ms".format)
     c256 = find(bench, False, 256)
     if c256:
-        v = c256[1].cpu_ms_per_req
+        v = cpu_per_request(c256["proxy"], c256["direct"])
         add("cpu_per_request_c256", "proxy CPU per non-stream request (c=256, issue)",
             f"{v:.2f} ms", "<= 0.7 ms", v <= TARGETS["cpu_ms_per_req_c256"])
-    # The floor: what a plain nginx reverse proxy costs in the same cells (no goal).
-    for i, (cell, d, _) in enumerate(bench.cells):
-        n = bench.floor[i]
+        floor("cpu_per_request_c256", c256, cpu_per_request, "{:.2f} ms".format)
+    # nginx: what a plain reverse proxy costs in the same cells (no goal).
+    for cell, t in bench.cells:
+        n, d = t.get("nginx"), t["direct"]
         if n is None or cell.gap_ms or cell.concurrency not in (1, 256):
             continue
         kind = "stream" if cell.stream else "non-stream"
         if cell.concurrency == 1:
-            a, b = (n.ttfb, d.ttfb) if cell.stream else (n.lat, d.lat)
-            v = pct(a, 50) - pct(b, 50)
-            add(f"nginx_added_{kind}_c1", f"nginx floor: added {'TTFB ' if cell.stream else ''}"
-                f"p50, {kind}, c=1", f"{v:+.2f} ms", "(reference)", None)
+            v = (added_ttfb if cell.stream else added_p50)(n, d)
+            add(f"nginx_added_{kind}_c1", f"nginx: added {'TTFB ' if cell.stream else ''}"
+                f"p50, {kind}, c=1", ms(v), "(reference)", None)
         else:
-            add(f"nginx_{kind}_c256", f"nginx floor: {kind}, c=256, vs direct",
+            add(f"nginx_{kind}_c256", f"nginx: {kind}, c=256, vs direct",
                 f"{100 * n.rps / d.rps:.1f} % {n.cpu_ms_per_req:.2f} ms/req", "(reference)", None)
     rss = [(m.get("VmRSS", 0), key[4:].replace("_", " ")) for key, mem in bench.notes.items()
            if key.startswith("rss_") for m in mem.values()]
@@ -503,7 +570,7 @@ def targets(bench: Bench) -> tuple[list[str], dict[str, Any]]:
         ok = p.completed == n and p.errors == 0 and p.chunks_ok(bench.args.chunks)
         add("open_streams", f"{n:,} concurrent streams on one worker",
             f"{p.completed}/{n} in {p.wall:.2f} s", "all, chunks intact", ok)
-    streams = [p for cell, _, p in bench.cells if cell.stream]
+    streams = [t["proxy"] for cell, t in bench.cells if cell.stream]
     if bench.burst:
         streams.append(bench.burst["proxy"])
     if streams:
@@ -524,23 +591,29 @@ def targets(bench: Bench) -> tuple[list[str], dict[str, Any]]:
 def render(bench: Bench) -> tuple[str, dict[str, Any]]:
     a = bench.args
     out = [f"gemini-api-proxy benchmark: fake upstream {a.latency_ms:g} ms latency, "
-           f"{a.chunks}-chunk SSE streams; proxy {a.workers} gevent worker(s), LOG_LEVEL=WARNING; "
+           f"{a.chunks}-chunk SSE streams; proxy and floor {a.workers} gevent worker(s) each, "
+           f"proxy LOG_LEVEL=WARNING; "
            f"{a.rounds} ABBA round(s), {a.duration:g} s measured per target per cell",
-           "times in ms; + columns = nginx or proxy minus direct; ratio = its req/s / direct "
-           "req/s; cpu/req = its master+worker CPU ms per request", ""]
+           "times in ms; + columns = nginx, floor or proxy minus direct; ratio = its req/s / "
+           "direct req/s; cpu/req = its master+worker CPU ms per request", ""]
     out.append(f"nginx: {bench.notes.get('nginx', '-')}")
+    out.append(f"floor: {bench.notes.get('floor', '-')}")
     out += main_table(bench)
-    splits = [f"{c.label} c={c.concurrency}: {p.worker_split}" for c, _, p in bench.cells
-              if p.worker_split != "-" and c.concurrency > 1]
+    splits = [f"{c.label} c={c.concurrency}: " + ", ".join(
+                  f"{name} {t[name].worker_split}" for name in ("floor", "proxy")
+                  if name in t and t[name].worker_split != "-")
+              for c, t in bench.cells if c.concurrency > 1 and t["proxy"].worker_split != "-"]
     if splits:
         out.append("worker CPU split (% of the workers' CPU, busiest first): " + "; ".join(splits))
-    storms = [f"{c.label} c={c.concurrency}: {secs(d.first_answer_s)} / {secs(p.first_answer_s)} s"
-              + (f" ({p.storm_unfinished} still waiting when measuring began)"
-                 if p.storm_unfinished else "")
-              for c, d, p in bench.cells if c.concurrency >= 100]
+    storms = [f"{c.label} c={c.concurrency}: "
+              + " / ".join(secs(x.first_answer_s) for x in t.values()) + " s"
+              + "".join(f" ({name}: {x.storm_unfinished} still waiting when measuring began)"
+                        for name, x in t.items() if x.storm_unfinished)
+              for c, t in bench.cells if c.concurrency >= 100]
     if storms:
-        out.append("connect storm, time until every connection had its first answer, direct / "
-                   "proxy (excluded from the window): " + "; ".join(storms))
+        names = " / ".join(bench.cells[0][1])
+        out.append("connect storm, time until every connection had its first answer, "
+                   f"{names} (excluded from the window): " + "; ".join(storms))
     out.append("")
     tlines, verdicts = targets(bench)
     out += tlines
@@ -562,23 +635,28 @@ def render(bench: Bench) -> tuple[str, dict[str, Any]]:
             desc = ", ".join(f"pid {pid}: {m.get('VmRSS', 0):.1f} MB (peak {m.get('VmHWM', 0):.1f})"
                              for pid, m in mem.items())
             out.append(f"RSS {key[4:].replace('_', ' ')}: {desc}")
+    for key, mem in bench.notes.items():  # the floor's, for reference: what the stack holds
+        if key.startswith("floor_rss_"):
+            desc = ", ".join(f"pid {pid}: {m.get('VmRSS', 0):.1f} MB" for pid, m in mem.items())
+            out.append(f"floor RSS {key[10:].replace('_', ' ')}: {desc}")
     out.append(f"idle proxy CPU: {bench.notes.get('idle_cpu_ms_per_s', '-')} ms/s "
-               f"(background threads; included in cpu/req)")
+               f"(background threads; included in cpu/req); idle floor CPU: "
+               f"{bench.notes.get('floor_idle_cpu_ms_per_s', '-')} ms/s")
     if "profile" in bench.notes:
         out.append(f"profile: {bench.notes['profile']}")
     for title, text in bench.profiles:
         out += ["", f"profile: {title}", text]
     out.append("")
     out.append(f"run took {bench.notes.get('elapsed_s', '-')} s")
-    if any(d.errors or p.errors for _, d, p in bench.cells):
-        out.append("errors: " + "; ".join(f"{c.label} c={c.concurrency}: "
-                                          f"{d.error_samples + p.error_samples}"
-                                          for c, d, p in bench.cells if d.errors or p.errors))
+    failed = [f"{c.label} c={c.concurrency} {name}: {x.error_samples}"
+              for c, t in bench.cells for name, x in t.items() if x.errors]
+    if failed:
+        out.append("errors: " + "; ".join(failed))
     data = {"args": vars(a), "notes": bench.notes, "targets": verdicts,
             "cells": [{"label": c.label, "stream": c.stream, "concurrency": c.concurrency,
-                       "gap_ms": c.gap_ms, "direct": d.summary(), "proxy": p.summary(),
-                       "nginx": n.summary() if n else None}
-                      for (c, d, p), n in zip(bench.cells, bench.floor)],
+                       "gap_ms": c.gap_ms, "nginx": None,  # null when nginx is not installed
+                       **{name: x.summary() for name, x in t.items()}}
+                      for c, t in bench.cells],
             "open_streams": {k: v.summary() | {"wall_s": round(v.wall, 3)}
                              for k, v in bench.burst.items()}}
     return "\n".join(out), data
@@ -587,24 +665,34 @@ def render(bench: Bench) -> tuple[str, dict[str, Any]]:
 # --- command line ----------------------------------------------------------------------------
 
 EPILOG = """\
-columns (times in ms; "+" columns are nginx or proxy minus direct, from the same cell):
-  req/s, ratio    completions per second in the measured window; proxy / direct
+targets (rows of each cell, in this order; each ABBA round runs them, then reversed):
+  direct          the fake upstream itself
+  nginx           a plain reverse proxy (2 worker processes): what any proxy pays
+  floor           the stack floor, bench/floor_app.py: a bare Flask pass-through on urllib3's
+                  pool under gunicorn with the proxy's worker class (ProxyWorker), workers
+                  and connections as the proxy's: what any app on the project's fixed stack
+                  pays, so what no change to the proxy's own code can go below
+  proxy           gemini-proxy serve
+columns (times in ms; "+" columns are that row minus direct, from the same cell):
+  req/s, ratio    completions per second in the measured window; row / direct
   p50, p99        request latency, send to last byte
   ttfb50          send to the first complete body chunk (streams)
   chunks          HTTP chunks per stream (every stream; "n/m!" if they differ)
   gap50, +gap*    time between consecutive chunks as the client sees them
-  cpu/req         proxy master+workers utime+stime (/proc/<pid>/stat) per request,
+  cpu/req         that row's master+workers utime+stime (/proc/<pid>/stat) per request,
                   background threads included; higher at c=1, where each request
                   runs on a cold path
 targets (PASS/MISS): added p50 <= 1 ms (non-stream, c=1); added TTFB <= 1 ms (stream,
   c=1); throughput at c=32 >= 90% of direct; proxy CPU <= 1 ms per non-stream request
   (c=32); from the issue: added p50 <= 1.5 ms (c=1) and proxy CPU <= 0.7 ms per
   non-stream request at c=256; RSS <= 80 MB per worker; 1,000 concurrent streams on one
-  worker; chunks one for one. nginx rows are the floor, reported without a goal.
-output: the report on stdout and in --out (REPORT.txt, results.json, proxy.log, py-spy
-  collapsed stacks profile-*.txt, which https://www.speedscope.app opens).
+  worker; chunks one for one. Under each goal judged on a cell, "stack floor, same cell"
+  gives the floor's figure there and the proxy's own part beyond it; nginx lines follow.
+  Neither has a goal.
+output: the report on stdout and in --out (REPORT.txt, results.json, proxy.log, floor.log,
+  py-spy collapsed stacks profile-*.txt, which https://www.speedscope.app opens).
 needs: nothing beyond the venv; py-spy (.venv/bin/pip install py-spy) for the profile;
-  nginx (apt-get install nginx, /usr/sbin/nginx) for the floor rows, else "skipped"."""
+  nginx (apt-get install nginx, /usr/sbin/nginx) for the nginx rows, else "skipped"."""
 
 
 def int_list(raw: str) -> list[int]:
@@ -617,12 +705,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run (~30-40 s): 0.6 s per target per cell, one round, 1 s "
+                   help="smoke run (~50 s): 0.6 s per target per cell, one round, 1 s "
                         "profiles, open streams held ~1 s, connect storms cut at 2 s")
     p.add_argument("--duration", type=float, default=4.0, metavar="S",
                    help="measured seconds per target per cell, split over the rounds [4]")
     p.add_argument("--rounds", type=int, default=2, metavar="N",
-                   help="ABBA rounds per cell: direct,nginx,proxy then proxy,nginx,direct ... [2]")
+                   help="ABBA rounds per cell: direct,nginx,floor,proxy then proxy,floor,nginx,"
+                        "direct ... [2]")
     p.add_argument("--warmup", type=float, default=0.5, metavar="S",
                    help="unmeasured seconds at the start of every phase [0.5]")
     p.add_argument("--concurrency", type=int_list, default=[1, 32, 256], metavar="LIST",
@@ -632,9 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gap-ms", type=float, default=20, metavar="MS",
                    help="fake's delay between chunks in the gap cells [20]")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                   help=f"proxy workers for the throughput cells [{DEFAULT_WORKERS}, the proxy's "
-                   "default]; profile and open "
-                        "streams always use 1")
+                   help=f"proxy and floor workers for the throughput cells [{DEFAULT_WORKERS}, the "
+                        "proxy's default]; profile and open streams (proxy only) always use 1")
     p.add_argument("--streams", type=int, default=1000, metavar="N",
                    help="streams held open at once on one worker (0 skips) [1000]")
     p.add_argument("--burst-chunk-delay-ms", type=float, default=200, metavar="MS",
@@ -667,7 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.duration <= 0:
         build_parser().error("--rounds must be >= 1 and --duration > 0")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "proxy.log").unlink(missing_ok=True)  # this run's log only
+    for name in ("proxy.log", "floor.log"):  # this run's logs only
+        (args.out / name).unlink(missing_ok=True)
     # SIGTERM must unwind through `finally` so our children are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
