@@ -21,6 +21,7 @@ from requests import exceptions as rq
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPHeaderDict
+from urllib3 import connection as _urllib3_connection
 from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, LocationValueError,
                                 MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError,
                                 ResponseError)
@@ -224,6 +225,52 @@ class Answer:
         self.raw.release_conn()
 
 
+class _OneWrite:
+    """A connection that sends a request's head and its body in one write.
+
+    urllib3 writes the head, then the body: two system calls, and on the far side two
+    wake-ups (or a wait for the second segment) for a prompt that fits in one. A body
+    given whole (bytes, with its Content-Length among the headers, as `Upstream._send`
+    always sends) is held back while urllib3 builds the head, and leaves with it.
+    Anything else goes out as urllib3 sends it.
+    """
+
+    _held: bytes | None = None
+
+    def request(self, method: str, url: str, body: Any = None, headers: Any = None,
+                **kw: Any) -> None:
+        if not (isinstance(body, bytes) and body and headers is not None and not kw.get("chunked")
+                and headers.get("Content-Length") == str(len(body))):
+            return super().request(method, url, body, headers, **kw)  # type: ignore[misc]
+        self._held = body
+        try:
+            super().request(method, url, None, headers, **kw)  # type: ignore[misc]
+        finally:
+            self._held = None
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        held, self._held = self._held, None
+        if held is None or message_body is not None:
+            return super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+        # http.client's own framing (head lines joined, a blank line), then the body
+        self._buffer.extend((b"", b""))  # type: ignore[attr-defined]
+        head = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
+        del self._buffer[:]  # type: ignore[attr-defined]
+        self.send(head + held)  # type: ignore[attr-defined]
+
+
+# urllib3's names: a failure's message (kept in request rows and logs) names the class.
+class HTTPConnection(_OneWrite, _urllib3_connection.HTTPConnection):
+    pass
+
+
+class HTTPSConnection(_OneWrite, _urllib3_connection.HTTPSConnection):
+    pass
+
+
+_ONE_WRITE = {"http": HTTPConnection, "https": HTTPSConnection}
+
+
 class Adapter(HTTPAdapter):
     """requests' adapter cut down to what this proxy sends: `send` is the one transport entry.
 
@@ -236,6 +283,7 @@ class Adapter(HTTPAdapter):
     its pool lookup (a pool key built and normalised every call) and its certificate
     settings (two file checks over HTTPS), set once on each pool instead. Anything unusual
     (a URL requests must parse, proxies, another verify or cert) takes requests' own path.
+    Its pools' connections send a request's head and body in one write (`_OneWrite`).
     """
 
     def __init__(self, **kw: Any) -> None:
@@ -277,6 +325,7 @@ class Adapter(HTTPAdapter):
         except LocationValueError as exc:
             raise rq.InvalidURL(exc, request=request) from exc
         self.cert_verify(pool, request.url, True, None)  # pins requests' CA bundle on the pool
+        pool.ConnectionCls = _ONE_WRITE[pool.scheme]  # type: ignore[assignment]
         if origin in self._pools or len(self._pools) < 64:  # a few: the API, upload sessions
             self._pools[origin] = pool
         return pool

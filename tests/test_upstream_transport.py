@@ -10,6 +10,7 @@ the same `transport_failure` outcome.
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
 import queue
 import random
@@ -402,3 +403,63 @@ def test_a_pool_let_go_and_closed_is_replaced(tmp_path, loopback):
     in_use.close()
     assert up.open(call()).status == 200
     assert server.hung_up.get(timeout=5) == 1 and server.accepted == 2
+
+
+def recorded(received: list[bytes]) -> Behaviour:
+    """Answer every request with ANSWER, keeping each request's bytes as they arrived."""
+
+    def behave(conn: socket.socket, server: Loopback, number: int) -> None:
+        got = bytearray()
+
+        class Tap:  # read_request reads through this: every byte read is kept
+            @staticmethod
+            def recv(size: int) -> bytes:
+                data = conn.recv(size)
+                got.extend(data)
+                return data
+
+        buf = bytearray()
+        while read_request(Tap, buf):  # type: ignore[arg-type]
+            received.append(bytes(got[:len(got) - len(buf)]))
+            del got[:len(got) - len(buf)]
+            conn.sendall(ANSWER)
+    return behave
+
+
+def test_a_request_leaves_in_one_write_with_its_body(tmp_path, loopback, monkeypatch):
+    """Head and body go out in one write (one segment, one wake-up upstream), new
+    connection or kept-alive, and arrive whole."""
+    writes: list[bytes] = []
+    send = http.client.HTTPConnection.send
+    monkeypatch.setattr(http.client.HTTPConnection, "send",
+                        lambda self, data: (writes.append(bytes(data)), send(self, data))[1])
+    received: list[bytes] = []
+    server = loopback(recorded(received))
+    up = upstream_for(tmp_path, server.url)
+    body = b'{"contents": [{"parts": [{"text": "hi"}]}]}'
+    for _ in range(2):
+        reply = up.open(Call("POST", GENERATE, [], {"Content-Type": "application/json"}, body,
+                             model=MODEL))
+        assert (reply.status, reply.body) == (200, OK_BODY)
+    assert server.accepted == 1
+    assert len(writes) == 2 and writes == received
+    head, _, sent = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST " + GENERATE.encode() + b" HTTP/1.1\r\n")
+    assert b"\r\nContent-Length: %d" % len(body) in head and sent == body
+
+
+def test_a_body_without_its_length_is_sent_as_urllib3_sends_it(tmp_path, loopback, monkeypatch):
+    """A body whose Content-Length is not among the headers takes urllib3's own way (head,
+    then body), and still arrives whole."""
+    writes: list[bytes] = []
+    send = http.client.HTTPConnection.send
+    monkeypatch.setattr(http.client.HTTPConnection, "send",
+                        lambda self, data: (writes.append(bytes(data)), send(self, data))[1])
+    received: list[bytes] = []
+    server = loopback(recorded(received))
+    up = upstream_for(tmp_path, server.url)
+    pool = up.adapter.poolmanager.connection_from_url(server.url)
+    answer = pool.urlopen("POST", GENERATE, body=b"abc", headers={"X-Test": "1"}, retries=False)
+    assert (answer.status, answer.data) == (200, OK_BODY)
+    assert len(writes) == 2 and writes[1] == b"abc"
+    assert received == [writes[0] + writes[1]]
