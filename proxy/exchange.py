@@ -19,11 +19,6 @@ if TYPE_CHECKING:  # kept light: the gunicorn master imports this before gevent 
 
 log = logging.getLogger("proxy.request")
 
-# The id of the request being served (set per request by proxy.serving.guard, which also
-# sends it as X-Request-Id); a dict so the first Exchange can claim it, a second gets its own.
-REQUEST_ID: ContextVar[dict[str, Any] | None] = ContextVar("proxy_request_id", default=None)
-
-
 def new_request_id() -> str:
     """Return a fresh id: 24 hex digits, the time in ms, then 48 random bits.
 
@@ -35,21 +30,6 @@ def new_request_id() -> str:
     this costs no system call.
     """
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(48):012x}"
-
-
-def request_recorded() -> bool:
-    """Whether an Exchange already holds the row of the request being served here."""
-    slot = REQUEST_ID.get()
-    return bool(slot and slot.get("claimed"))
-
-
-def claim_request_id() -> str:
-    """Return the current request's id for its Exchange (a fresh one if none or taken)."""
-    slot = REQUEST_ID.get()
-    if slot is None or slot.get("claimed"):
-        return new_request_id()  # the id column is unique: never hand the same id out twice
-    slot["claimed"] = True
-    return slot["id"]
 
 
 _COUNTERS = frozenset(OUTCOMES)  # the stats_minute counters an error class can land in
@@ -64,14 +44,54 @@ class Counters:
     stopping = False  # set once the worker was told to stop: it drains, then exits
 
 
+class Serving:
+    """The request a greenlet serves: its id, and how far its Exchange has come."""
+
+    __slots__ = ("id", "recorded", "finished")
+
+    def __init__(self, request_id: str) -> None:
+        self.id = request_id
+        self.recorded = False  # an Exchange records the request's row under this id
+        self.finished = False  # that Exchange is finished: what is logged now is not about it
+
+
 # The request the running greenlet (or thread) serves. Each greenlet has its own context, so
 # what the pool logs during an attempt names its request without every caller passing it.
-_current: ContextVar[str | None] = ContextVar("proxy_request_id", default=None)
+# proxy.serving.guard starts one per request (its id is the X-Request-Id the client sees) and
+# never clears it: a stream is still being served after the app returned, and the next
+# request on the connection replaces it. An Exchange made outside any guard starts its own.
+_serving: ContextVar[Serving | None] = ContextVar("proxy_serving", default=None)
+
+
+def serve_request() -> str:
+    """Start serving a new request in this greenlet; return its id (its X-Request-Id)."""
+    serving = Serving(new_request_id())
+    _serving.set(serving)
+    return serving.id
+
+
+def request_recorded() -> bool:
+    """Whether an Exchange already holds the row of the request being served here."""
+    serving = _serving.get()
+    return serving is not None and serving.recorded
 
 
 def current_request_id() -> str | None:
-    """Return the id of the request being served here, or None outside one."""
-    return _current.get()
+    """Return the id of the request whose Exchange is under way here, or None."""
+    serving = _serving.get()
+    return serving.id if serving is not None and serving.recorded and not serving.finished else None
+
+
+def _record() -> Serving:
+    """Return what a new Exchange records under: the request being served, if still free."""
+    serving = _serving.get()
+    if serving is None or serving.recorded:
+        # Outside any guard, or a second Exchange in one request: the id column is unique,
+        # so it is served under a fresh id (the pool names it from now on).
+        serving = Serving(new_request_id())
+        _serving.set(serving)
+    serving.recorded = True
+    return serving
 
 
 def _counter(error_class: str) -> str:
@@ -118,7 +138,8 @@ class Exchange:
         self.sink = sink
         self.client = client  # the client's address
         self.presented = presented  # the masked user key of a refused request
-        self.id = claim_request_id()
+        self._serving = _record()
+        self.id = self._serving.id
         self.user = user
         self.dialect = dialect
         self.method = method
@@ -128,7 +149,6 @@ class Exchange:
         self.started = time.time()
         self._t0 = time.monotonic()
         self.finished = False
-        _current.set(self.id)
         Counters.inflight += 1
         if Counters.inflight > Counters.peak:
             Counters.peak = Counters.inflight
@@ -178,8 +198,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if _current.get() == self.id:
-            _current.set(None)  # what this greenlet logs next is not about this request
+        self._serving.finished = True  # what this greenlet logs next is not about this request
         Counters.inflight -= 1
         Counters.served += 1
         if Counters.inflight == 0 and Counters.peak >= memory.BURST:

@@ -3,8 +3,7 @@ import httpx2
 import openai
 import pytest
 
-from proxy.translate.errors import (TranslationError, gemini_error_body, gemini_error_to_openai,
-                                    is_daily_quota, retry_delay_seconds)
+from proxy.translate.errors import TranslationError, gemini_error_body, gemini_error_to_openai
 
 BAD_KEY = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
                      "status": "INVALID_ARGUMENT",
@@ -58,12 +57,14 @@ def test_mapping_and_sdk_exception(status, body, out_status, kind, code, exc):
     assert raised.value.code == code and raised.value.type == kind
 
 
-def test_retry_hints():
-    assert retry_delay_seconds(QUOTA_DAY) == 38.0 and retry_delay_seconds([QUOTA_MINUTE]) == 7.0
-    assert retry_delay_seconds(None) is None and retry_delay_seconds({"error": "x"}) is None
-    assert is_daily_quota(QUOTA_DAY) and not is_daily_quota(QUOTA_MINUTE)
+def test_the_pools_verdict_is_what_the_client_hears():
+    # (Google's body itself is read in proxy/translate/google_errors.py; see its tests.)
     _, body = gemini_error_to_openai(429, QUOTA_MINUTE, retry_after=7)
     assert body["error"]["message"].endswith("Please retry in 7s.")
+    _, body = gemini_error_to_openai(429, QUOTA_MINUTE, retry_after=60, spent=True)
+    assert body["error"]["code"] == "insufficient_quota" and body["error"]["message"].endswith("in 60s.")
+    _, body = gemini_error_to_openai(429, QUOTA_DAY, spent=False)
+    assert body["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_translation_error_bodies():

@@ -9,8 +9,8 @@ HTTP errors, which the app answers in the client's own dialect before anything g
 upstream; it gives the body a deadline; and it charges the body's bytes to the worker's
 BodyBudget until the answer is sent, which bounds the memory request bodies take.
 
-The guard also gives every request an id (see proxy.exchange.REQUEST_ID): the Exchange uses
-it for its row and log line, and every answer carries it as X-Request-Id.
+The guard also starts serving every request under a new id (proxy.exchange.serve_request):
+the Exchange uses it for its row and log line, and every answer carries it as X-Request-Id.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import (BadRequest, HTTPException, RequestEntityTooLarge,
                                  RequestTimeout, ServiceUnavailable)
 
-from proxy.exchange import REQUEST_ID, new_request_id
+from proxy.exchange import serve_request
 from proxy.http import GUARDED_BODY
 from proxy.settings import Settings
 
@@ -254,8 +254,7 @@ class ServingGuard:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
         started = time.monotonic()
-        request_id = new_request_id()
-        token = REQUEST_ID.set({"id": request_id})
+        request_id = serve_request()
         body = None
         length = _body_length(environ)
         if length != 0:
@@ -273,8 +272,6 @@ class ServingGuard:
             if body is not None:
                 body.release()
             raise
-        finally:
-            REQUEST_ID.reset(token)
         if body is None:
             return answer
         # the body's bytes stay charged until the answer is sent: a stream's upstream

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .google_errors import error_reasons, is_daily_quota, parse_error_body, retry_delay
+
 # HTTP status → google.rpc status name, as Google's envelope carries it.
 GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -60,64 +62,6 @@ class TranslationError(ValueError):
         return self.status, gemini_error_body(self.status, self.message)
 
 
-def _google_error(body: Any) -> dict[str, Any]:
-    """Dig the inner `error` object out of a Google body, array-wrapped or not."""
-    if isinstance(body, list) and body:
-        body = body[0]
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict):
-            return inner
-    return {}
-
-
-def _details(err: dict[str, Any]) -> list[dict[str, Any]]:
-    details = err.get("details")
-    if not isinstance(details, list):
-        return []
-    return [d for d in details if isinstance(d, dict)]
-
-
-def _error_reasons(err: dict[str, Any]) -> set[str]:
-    return {d["reason"] for d in _details(err) if isinstance(d.get("reason"), str)}
-
-
-def _quota_ids(err: dict[str, Any]) -> list[str]:
-    ids: list[str] = []
-    for d in _details(err):
-        violations = d.get("violations")
-        if isinstance(violations, list):
-            for v in violations:
-                if isinstance(v, dict):
-                    for key in ("quotaId", "quotaMetric"):
-                        if isinstance(v.get(key), str):
-                            ids.append(v[key])
-    return ids
-
-
-def retry_delay_seconds(body: dict[str, Any] | list[Any] | None) -> float | None:
-    """Return RetryInfo.retryDelay ("38s", "1.5s") of a Google error body in seconds, if any."""
-    for d in _details(_google_error(body)):
-        delay = d.get("retryDelay")
-        if isinstance(delay, str) and delay.endswith("s"):
-            try:
-                value = float(delay[:-1])
-            except ValueError:
-                continue
-            if value >= 0:
-                return value
-    return None
-
-
-def is_daily_quota(body: dict[str, Any] | list[Any] | None) -> bool:
-    """Tell whether a 429 body is about a per-day quota or a `limit: 0` (no quota at all)."""
-    err = _google_error(body)
-    if any("PerDay" in q for q in _quota_ids(err)):
-        return True
-    message = err.get("message")
-    return isinstance(message, str) and ("limit: 0," in message or "PerDay" in message)
-
-
 # The one mapping for 429s on the OpenAI routes, whoever noticed the limit (Google, the
 # pool, or the user key's own limits): what api.openai.com itself sends. A request-rate
 # limit is type "requests" / code "rate_limit_exceeded" (the SDK retries it); a spent
@@ -143,7 +87,7 @@ _STATUS_TEXT = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: 
                 503: "Service unavailable", 504: "Gateway timeout"}
 
 
-def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None, *,
+def gemini_error_to_openai(status: int, body: bytes | str | dict[str, Any] | list[Any] | None, *,
                            retry_after: float | None = None,
                            spent: bool | None = None) -> tuple[int, dict[str, Any]]:
     """Translate a Google error answer into (status, OpenAI error body).
@@ -152,13 +96,14 @@ def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None,
     `error.{message,type,code,param}` from the body, so the status carries the
     meaning and the body mirrors what api.openai.com sends for the same case. For a 429,
     the proxy passes what its pool made of it (`retry_after`, `spent`: the day's quota is
-    used up), so the client hears what the pool acts on; the body is read only without.
+    used up), so the client hears what the pool acts on; without them, the body is read
+    as the pool reads it (google_errors), so the two agree on what Google said.
     """
-    err = _google_error(body)
+    err = parse_error_body(body)
     message = err.get("message")
     if not isinstance(message, str) or not message:
         message = _STATUS_TEXT.get(status, f"Upstream error {status}")
-    reasons = _error_reasons(err)
+    reasons = error_reasons(err)
 
     if status == 400 and "API_KEY_INVALID" in reasons:
         return 401, openai_error_body(message, "invalid_request_error", "invalid_api_key")
@@ -171,10 +116,10 @@ def gemini_error_to_openai(status: int, body: dict[str, Any] | list[Any] | None,
         return 404, openai_error_body(message, "invalid_request_error", code)
     if status == 429:
         if retry_after is None:
-            retry_after = retry_delay_seconds(body)
+            retry_after = retry_delay(err)
         if retry_after is not None and "retry" not in message.lower():
             message = f"{message} Please retry in {retry_after:g}s."
-        return 429, rate_limit_body(message, spent=is_daily_quota(body) if spent is None else spent)
+        return 429, rate_limit_body(message, spent=is_daily_quota(err) if spent is None else spent)
     if status == 400 and _CONTEXT_TOO_LONG.search(message):
         return 400, openai_error_body(message, "invalid_request_error", CONTEXT_LENGTH_EXCEEDED)
     if status >= 500:
