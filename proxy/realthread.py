@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover
 
 
 real_sleep: Callable[[float], None] = _original("time", "sleep")
+# select.poll itself: a poll with no timeout asks the kernel directly, without a trip
+# through the hub (gevent's poll registers watchers and switches greenlets to answer it).
+real_poll: Callable[[], Any] = _original("select", "poll")
 _start_new_thread = _original("_thread", "start_new_thread")
 _allocate_lock = _original("_thread", "allocate_lock")
 

@@ -103,13 +103,15 @@ def test_no_route_imports_another_route():
 
 
 @pytest.mark.parametrize("lower, higher", [
-    # routes → pipeline → upstream/relay → pool → store: nothing points back up
+    # routes → pipeline → upstream/relay → pool → store (upstream → transport): nothing points back up
     ("proxy.pool", ("proxy.upstream", "proxy.relay", "proxy.pipeline", "proxy.passthrough",
                     "proxy.routes", "proxy.http", "proxy.app", "flask")),
     ("proxy.outcomes", ("proxy.upstream", "proxy.pipeline", "proxy.routes", "proxy.http",
                         "flask", "requests")),
     ("proxy.upstream", ("proxy.pipeline", "proxy.passthrough", "proxy.routes", "proxy.http",
                         "proxy.app", "flask")),
+    ("proxy.transport", ("proxy.upstream", "proxy.pool", "proxy.outcomes", "proxy.pipeline",
+                         "proxy.routes", "proxy.http", "proxy.app", "flask")),
     ("proxy.relay", ("proxy.pipeline", "proxy.passthrough", "proxy.routes", "proxy.http",
                      "proxy.app", "flask")),
     ("proxy.exchange", ("proxy.pipeline", "proxy.routes", "proxy.http", "proxy.app", "flask")),

@@ -180,7 +180,7 @@ def test_a_transport_failure_naming_the_key_is_masked(tmp_path):
     pool.apply({"keys": [{"id": 1, "value": key, "masked": mask_key(key), "status": "active"}]})
     upstream = Upstream(make_settings(tmp_path, "http://upstream.test", max_attempts=1), pool)
     # At the client's transport entry (responses' default target is requests' own adapter).
-    with responses.RequestsMock(target="proxy.upstream.Adapter.send") as mocked:
+    with responses.RequestsMock(target="proxy.transport.Adapter.send") as mocked:
         mocked.add(responses.POST, "http://upstream.test" + GEN, body=requests.ConnectionError(
             f"Max retries exceeded with url: {GEN}?key={key} (refused)"))
         reply = upstream.open(Call("POST", GEN, [], {}, json.dumps(BODY).encode(), model=FLASH))

@@ -71,7 +71,7 @@ class Script:
 
 
 # responses patches requests' HTTPAdapter.send by default; the client's adapter has its own.
-TRANSPORT = "proxy.upstream.Adapter.send"
+TRANSPORT = "proxy.transport.Adapter.send"
 
 
 @pytest.fixture

@@ -463,3 +463,44 @@ def test_a_body_without_its_length_is_sent_as_urllib3_sends_it(tmp_path, loopbac
     assert (answer.status, answer.data) == (200, OK_BODY)
     assert len(writes) == 2 and writes[1] == b"abc"
     assert received == [writes[0] + writes[1]]
+
+
+def test_a_kept_connection_the_server_closed_is_not_reused(tmp_path, loopback):
+    """Google may close an idle kept-alive connection: the pool sees it closed before
+    reusing it, and the next call goes out on a new one, first time."""
+
+    def answer_once(conn: socket.socket, server: Loopback, number: int) -> None:
+        read_request(conn, bytearray())
+        conn.sendall(ANSWER)  # keep-alive by its headers, then closed all the same
+
+    server = loopback(answer_once)
+    up = upstream_for(tmp_path, server.url)
+    assert up.open(call()).status == 200
+    server.threads[0].join(5)  # the server has closed the first connection
+    reply = up.open(call())
+    assert (reply.status, reply.body, len(reply.attempts)) == (200, OK_BODY, 1)
+    assert server.accepted == 2
+
+
+def test_a_kept_connection_with_bytes_nobody_asked_for_is_not_reused(tmp_path, loopback):
+    """Bytes waiting on an idle connection (no request asked for them) would be read as the
+    next call's answer: such a connection is closed, and the call goes out on a new one."""
+    answered, stray = threading.Event(), threading.Event()
+
+    def answer_then_babble(conn: socket.socket, server: Loopback, number: int) -> None:
+        read_request(conn, bytearray())
+        conn.sendall(ANSWER)
+        if number == 1:
+            assert answered.wait(5)  # the client has read its answer and kept the connection
+            conn.sendall(ERROR)  # unasked: must never become the next call's answer
+            stray.set()
+            server.hold()
+
+    server = loopback(answer_then_babble)
+    up = upstream_for(tmp_path, server.url)
+    assert up.open(call()).status == 200
+    answered.set()
+    assert stray.wait(5)
+    reply = up.open(call())
+    assert (reply.status, reply.body) == (200, OK_BODY)
+    assert server.accepted == 2
