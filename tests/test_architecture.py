@@ -147,3 +147,28 @@ def test_cli_master_does_not_import_requests_before_gevent_patches():
     # first would leave sockets unpatched in the workers.
     loaded = modules_after_import("proxy.cli.main")
     assert not {"requests", "urllib3", "flask", "ssl"} & loaded
+
+
+def test_a_sqlite_store_never_loads_psycopg(tmp_path):
+    """psycopg (and the asyncio it brings, several MB per worker) is loaded only for a
+    PostgreSQL store, even where the extra is installed: a SQLite worker that starts, serves
+    and records a request, and handles a database error, goes without it."""
+    code = f"""
+import json, sqlite3, sys
+from proxy.app import create_app
+from proxy.settings import Settings
+from proxy.store import writer
+app = create_app(Settings(db_path={str(tmp_path / "proxy.db")!r}, upstream_url="http://127.0.0.1:9",
+                          user_keys=["user-key-1"], log_level="WARNING"))
+assert app.test_client().get("/v1beta/models").status_code == 401  # a refusal, recorded
+app.extensions["proxy"].writer.flush()
+try:
+    raise sqlite3.OperationalError("database is locked")
+except writer._operational():
+    pass
+print(json.dumps(sorted(sys.modules)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    loaded = {m.split(".")[0] for m in json.loads(out.stdout.splitlines()[-1])}
+    assert "psycopg" not in loaded and "asyncio" not in loaded

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,21 +60,21 @@ def _psycopg() -> Any:
 
 def operational_errors() -> tuple[type[BaseException], ...]:
     """Return the errors of a server that is down or lost: psycopg's OperationalError and
-    InterfaceError, and ConnectFailed (a reconnect refused), when psycopg is installed."""
-    try:
-        import psycopg
-    except ImportError:
+    InterfaceError, and ConnectFailed (a reconnect refused); none before psycopg is loaded.
+
+    Only a PostgreSQL store loads psycopg, and none of its errors can arise before it
+    does: a SQLite store never pays for it (psycopg and asyncio, several MB per worker).
+    """
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
         return ()
     return (psycopg.OperationalError, psycopg.InterfaceError, ConnectFailed)
 
 
 def database_errors() -> tuple[type[BaseException], ...]:
-    """Return psycopg's base error class when psycopg is installed."""
-    try:
-        import psycopg
-    except ImportError:
-        return ()
-    return (psycopg.Error,)
+    """Return psycopg's base error class; none before psycopg is loaded (as above)."""
+    psycopg = sys.modules.get("psycopg")
+    return () if psycopg is None else (psycopg.Error,)
 
 
 def is_contention(exc: BaseException) -> bool:

@@ -52,10 +52,6 @@ MAX_QUEUE = 100_000  # ops kept while the database cannot take them; the oldest 
 # SQLite result codes that say the database cannot take a write now, not that the write is bad.
 _UNAVAILABLE = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
                           sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL})
-# Errors that may say the database cannot take writes now: SQLite's, and psycopg's
-# OperationalError (server down, connection lost) when PostgreSQL is in use.
-_OPERATIONAL: tuple[type[BaseException], ...] = (sqlite3.OperationalError, *pg.operational_errors())
-_DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, *pg.database_errors())
 # Index of each outcome's counter in a STATS_COUNTERS-ordered list.
 _OUTCOME_INDEX = {name: STATS_COUNTERS.index(name) for name in OUTCOMES}
 HOUSEKEEPING_EVERY = 30.0  # seconds between retention passes when there is nothing to prune
@@ -130,6 +126,19 @@ _SQL_WORKER = (
     "last_seen = excluded.last_seen, version = excluded.version, "
     "inflight = excluded.inflight, served = excluded.served, state = excluded.state"
 )
+
+
+# Read only when an error is being handled: psycopg's classes are there once a PostgreSQL
+# store has loaded it, and a SQLite store never does.
+def _operational() -> tuple[type[BaseException], ...]:
+    """The errors that may say the database cannot take writes now: SQLite's, and psycopg's
+    OperationalError (server down, connection lost) when PostgreSQL is in use."""
+    return (sqlite3.OperationalError, *pg.operational_errors())
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    """Any database error, of either backend."""
+    return (sqlite3.Error, *pg.database_errors())
 
 
 class _Flush:
@@ -386,7 +395,7 @@ class Writer:
             return
         try:
             busy = self._housekeeping(self._db)
-        except _DB_ERRORS as exc:  # locked or busy: try again later, never lose a batch
+        except _db_errors() as exc:  # locked or busy: try again later, never lose a batch
             log.warning("store writer: housekeeping skipped: %s", exc)
             busy = 0
         self._next_housekeeping = now() + (1.0 if busy else HOUSEKEEPING_EVERY)
@@ -441,7 +450,7 @@ class Writer:
                 self._commit(batch, beat, careful=careful)
                 self._committed()
                 break
-            except _OPERATIONAL as exc:
+            except _operational() as exc:
                 self.last_error = pg.first_line(exc)
                 if _is_locked(exc) or _is_unavailable(exc):
                     if self._past_give_up():
@@ -544,7 +553,7 @@ class Writer:
             conn.execute("SAVEPOINT op")
             try:
                 self._apply(conn, [op])
-            except _OPERATIONAL as exc:
+            except _operational() as exc:
                 if _is_locked(exc) or _is_unavailable(exc):
                     raise
                 dropped += 1
@@ -748,7 +757,7 @@ def _extra(conn: Any, what: str, write: Callable[[], Any], *, careful: bool) -> 
     conn.execute("SAVEPOINT extra")
     try:
         write()
-    except _OPERATIONAL as exc:
+    except _operational() as exc:
         if _is_locked(exc) or _is_unavailable(exc):
             raise
         log.error("store writer: %s not written: %s", what, exc)
