@@ -426,13 +426,19 @@ def recorded(received: list[bytes]) -> Behaviour:
     return behave
 
 
-def test_a_request_leaves_in_one_write_with_its_body(tmp_path, loopback, monkeypatch):
-    """Head and body go out in one write (one segment, one wake-up upstream), new
-    connection or kept-alive, and arrive whole."""
-    writes: list[bytes] = []
+@pytest.fixture
+def writes(monkeypatch) -> list[bytes]:
+    """What every HTTP connection writes, one entry per write."""
+    sent: list[bytes] = []
     send = http.client.HTTPConnection.send
     monkeypatch.setattr(http.client.HTTPConnection, "send",
-                        lambda self, data: (writes.append(bytes(data)), send(self, data))[1])
+                        lambda self, data: (sent.append(bytes(data)), send(self, data))[1])
+    return sent
+
+
+def test_a_request_leaves_in_one_write_with_its_body(tmp_path, loopback, writes):
+    """Head and body go out in one write (one segment, one wake-up upstream), new
+    connection or kept-alive, and arrive whole."""
     received: list[bytes] = []
     server = loopback(recorded(received))
     up = upstream_for(tmp_path, server.url)
@@ -448,13 +454,9 @@ def test_a_request_leaves_in_one_write_with_its_body(tmp_path, loopback, monkeyp
     assert b"\r\nContent-Length: %d" % len(body) in head and sent == body
 
 
-def test_a_body_without_its_length_is_sent_as_urllib3_sends_it(tmp_path, loopback, monkeypatch):
+def test_a_body_without_its_length_is_sent_as_urllib3_sends_it(tmp_path, loopback, writes):
     """A body whose Content-Length is not among the headers takes urllib3's own way (head,
     then body), and still arrives whole."""
-    writes: list[bytes] = []
-    send = http.client.HTTPConnection.send
-    monkeypatch.setattr(http.client.HTTPConnection, "send",
-                        lambda self, data: (writes.append(bytes(data)), send(self, data))[1])
     received: list[bytes] = []
     server = loopback(recorded(received))
     up = upstream_for(tmp_path, server.url)
