@@ -8,6 +8,7 @@ from typing import Any, Callable
 from sqlite_utils import Database
 
 from proxy.store.db import open_db
+from proxy.store.limits import set_limit
 from proxy.store.schema import check_schema
 
 
@@ -39,3 +40,14 @@ class Actions:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def set_limits(db: Database, ref: str, model: str, changes: dict[str, int]) -> dict[str, int]:
+    """Set several operator limits of one key, as `gemini-proxy keys cap` does; return them.
+
+    One `set_limit` each (its own transaction and event), in the order given: a refusal
+    stops there, leaving the ones before it set, which the refresh then shows.
+    """
+    for kind, value in changes.items():
+        set_limit(db, ref, kind, value, model)
+    return changes

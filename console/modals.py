@@ -1,17 +1,23 @@
-"""Dialogs: confirm, add a key, cap a key, add a user, set limits, show a secret once, show a long text."""
+"""Dialogs: confirm, add a key, set a key's limits, add a user, set a user's limits, show a secret, show text."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Iterable
 
 from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
 from proxy.store.util import valid_google_key
+
+from .fmt import count
+from .reads import KeyLimits
 
 _USER_LABEL = re.compile(r"[^\s|]{1,100}")
 
@@ -70,31 +76,124 @@ class AddKeyScreen(ModalScreen[tuple[str, str] | None]):
         self.dismiss(None)
 
 
-class CapScreen(ModalScreen[int | None]):
-    """Ask for a key's requests-per-minute cap (per model); dismiss with it, 0 = no cap."""
+@dataclass(frozen=True)
+class CapChange:
+    """What the cap dialog asks for: new operator limits of one key for `model` ("" every model)."""
+
+    model: str
+    changes: dict[str, int]  # kind (rpm, rpd, tpm) → new value, 0 lifts it; only those changed
+
+
+# The limit fields, in KINDS order, with the short label each has above its box.
+CAP_FIELDS = {"rpm": "requests/min", "rpd": "requests/day", "tpm": "input tokens/min"}
+
+
+def cap_scope(model: str) -> str:
+    """Return the model a cap dialog's model field names, as the store keys it ("" every model)."""
+    return model.strip().removeprefix("models/")
+
+
+class CapScreen(ModalScreen[CapChange | None]):
+    """Edit a key's operator limits (rpm, rpd, tpm) for every model or one; dismiss with what changed.
+
+    The fields start with what is set for the scope named in the model field, and follow it
+    as the model is typed; a field the operator has typed in keeps its text.
+    """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#rpm"  # the every-model RPM cap is the common case: type a number, enter
 
-    def __init__(self, name: str, rpm: int | None) -> None:
+    def __init__(self, name: str, limits: KeyLimits, models: Iterable[str] = ()) -> None:
         super().__init__()
-        self.key_name, self.rpm = name, rpm
+        self.key_name, self.limits = name, limits
+        self.models = sorted({*models, *limits.operator, *limits.learned} - {""})
+        self.shown: dict[str, str] = {}  # what each field was last filled with
+        self.edited: set[str] = set()  # fields the operator typed in
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(Text(f"Requests per minute for {self.key_name}", style="bold"))
-            yield Static(Text("Per model, across all workers: the pool paces itself below it instead "
-                              "of collecting 429s. Use a little less than the key's Google limit. "
-                              "Empty or 0: no cap.", style="dim"))
-            yield Input(str(self.rpm or ""), placeholder="requests per minute (empty: no cap)", id="rpm",
-                        restrict=r"[0-9]*", max_length=7)
-            yield Static(Text.from_markup("[b]enter[/b] save   [b]esc[/b] cancel"), classes="dialog-keys")
+        with Vertical(classes="dialog cap"):
+            yield Static(Text(f"Limits of {self.key_name}", style="bold"))
+            yield Static(Text(
+                "Across all workers: the pool paces the key below these instead of collecting "
+                "429s. A model's own limit wins over the every-model one, and both over what "
+                "was learned from Google's 429s. Every model: each counts on its own. A day "
+                "starts at midnight Pacific. Empty or 0: no limit.",
+                style="dim"))
+            with Horizontal(classes="cap-model"):
+                yield Static("model", classes="cap-label")
+                yield Input(placeholder="empty: every model", id="model", restrict=r"\S*", max_length=200,
+                            suggester=SuggestFromList(self.models) if self.models else None)
+            with Horizontal(classes="cap-limits"):
+                for kind, label in CAP_FIELDS.items():
+                    with Vertical(classes="cap-limit"):
+                        yield Static(label, classes="cap-label")
+                        yield Input(id=kind, restrict=r"[0-9]*", max_length=10)
+            yield Static("", id="scope")
+            yield Static(Text.from_markup("[b]enter[/b] save   [b]tab[/b] next field   [b]esc[/b] cancel"),
+                         classes="dialog-keys")
+
+    def on_mount(self) -> None:
+        self._fill("")
+
+    def _fill(self, model: str) -> None:
+        """Show what is set for `model` in the fields the operator has not typed in, and say so."""
+        held = self.limits.operator.get(model, {})
+        every = self.limits.operator.get("", {}) if model else {}
+        learned = self.limits.learned.get(model, {}) if model else {}
+        for kind in CAP_FIELDS:
+            self.shown[kind] = str(held.get(kind) or "")
+            field = self.query_one(f"#{kind}", Input)
+            # Empty, a model's field falls back to the every-model limit, then the learned one.
+            field.placeholder = (f"{count(every[kind])}, every model" if every.get(kind) else
+                                 f"{count(learned[kind])}, learned" if learned.get(kind) else "no limit")
+            if kind not in self.edited:
+                field.value = self.shown[kind]
+        self.query_one("#scope", Static).update(scope_text(self.limits, model))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        name = event.input.id or ""
+        if name == "model":
+            self._fill(cap_scope(event.value))
+        elif name in CAP_FIELDS:
+            # A fill's own change arrives later with the value just shown: not the operator's.
+            if event.value != self.shown.get(name):
+                self.edited.add(name)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(int(event.value.strip() or "0"))
+        model = cap_scope(self.query_one("#model", Input).value)
+        held = self.limits.operator.get(model, {})
+        wanted = {kind: int(self.query_one(f"#{kind}", Input).value.strip() or "0") for kind in CAP_FIELDS}
+        self.dismiss(CapChange(model, {kind: value for kind, value in wanted.items()
+                                       if value != held.get(kind, 0)}))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def scope_text(limits: KeyLimits, model: str) -> Text:
+    """Return the line under the cap fields: what is set for this scope, and what else applies."""
+    out = Text(no_wrap=False)
+    held = limits.operator.get(model, {})
+    out.append(f"{model or 'every model'}: ", style="bold")
+    out.append("set " + _kinds(held) if held else "nothing set", style="" if held else "dim")
+    every = limits.operator.get("", {})
+    if model and every:
+        out.append(" · every model: " + _kinds(every), style="dim")
+    learned = limits.learned.get(model, {}) if model else {}
+    if learned:
+        out.append(" · learned: " + _kinds(learned), style="dim")
+    others = [m for m in sorted(limits.operator) if m not in (model, "")]
+    if others:
+        out.append(" · also set for " + ", ".join(others), style="dim")
+    return out
+
+
+def _kinds(values: dict[str, int]) -> str:
+    """Return `rpm 10, rpd 240` (0 as `no quota`: a learned limit of 0 is a tier without one)."""
+    return ", ".join(f"{kind} {count(values[kind]) if values[kind] else 'no quota'}"
+                     for kind in CAP_FIELDS if kind in values)
 
 
 class AddUserScreen(ModalScreen[str | None]):

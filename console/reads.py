@@ -10,7 +10,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from proxy.store import views
-from proxy.store.db import open_db, snapshot
+from proxy.store.db import fetch_one, open_db, snapshot
+from proxy.store.limits import KINDS, key_limits
 from proxy.store.rollup import INDEX, Rollup, zero
 from proxy.store.schema import check_schema
 from proxy.store.views import FAILURES  # re-exported for the panes; the list lives in the schema
@@ -28,6 +29,14 @@ class StatsData:
     names: dict[Any, str] = field(default_factory=dict)
     # Per model, the daily quota left across usable keys (views.quota_budget).
     budget: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class KeyLimits:
+    """One key's limits: {model: {kind: value}} set by the operator ("" = every model) and learned."""
+
+    operator: dict[str, dict[str, int]] = field(default_factory=dict)
+    learned: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Reader:
@@ -117,6 +126,25 @@ class Reader:
         """Return every field of one request."""
         with self._lock:
             return views.request_detail(self._conn(), request_id)
+
+    def key_limits(self, key_id: int) -> KeyLimits | None:
+        """Return one key's limits by source and model, for the cap dialog (None: key gone)."""
+        with self._lock:
+            db = self._conn()
+            with snapshot(db):
+                key = fetch_one(db, "SELECT rpm_cap FROM google_keys WHERE id = ?", (key_id,))
+                rows = key_limits(db, [key_id])
+        if key is None:
+            return None
+        out = KeyLimits()
+        if key["rpm_cap"]:
+            # The per-key cap is the operator's rpm for every model (see proxy.store.limits).
+            out.operator.setdefault("", {})["rpm"] = key["rpm_cap"]
+        for row in rows:
+            if row["kind"] in KINDS and row["value"] is not None:
+                held = out.operator if row["source"] == "operator" else out.learned
+                held.setdefault(row["model"] or "", {})[row["kind"]] = int(row["value"])
+        return out
 
     def key_value(self, key_id: int) -> str | None:
         """Return one key's full value, for a probe."""

@@ -563,7 +563,7 @@ def test_rpm_cap_is_shown_and_set_from_the_keys_pane(db_path):
             await until(pilot, lambda: cells(t, "2")[6] == "—")
             await pilot.press("question_mark")
             await until(pilot, lambda: isinstance(app.screen, TextScreen))
-            assert "cap the requests per minute" in screen_text(app)
+            assert "set or lift the key's limits: requests/minute, requests/day" in screen_text(app)
     run(go)
 
 

@@ -5,17 +5,19 @@ import time
 from typing import Any, Callable, Iterable
 
 from rich.text import Text
+from textual import work
 from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from proxy.store import add_key, disable_key, enable_key, remove_key, reset_key
-from proxy.store.keys import set_rpm_cap
-from proxy.store.limits import forget_learned
+from proxy.store.limits import KINDS, forget_learned
 
+from ..actions import set_limits
 from ..fmt import ago, count, pct, span
-from ..modals import AddKeyScreen, CapScreen, ConfirmScreen
+from ..modals import AddKeyScreen, CapChange, CapScreen, ConfirmScreen
 from ..probe import ProbeResult
+from ..reads import KeyLimits
 from ..table import Cell, Column, text_matcher
 from .base import Job, Pane, Sorted
 
@@ -151,6 +153,19 @@ def quota_parts(quotas: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
+def limits_said(model: str, changes: dict[str, int]) -> str:
+    """Return what a cap change does, in the CLI's words: `capped at 10/min per model, ...`."""
+    out = []
+    for kind, value in changes.items():
+        if kind == "rpm" and not model:
+            out.append(f"capped at {value}/min per model" if value else "uncapped")
+        elif value:
+            out.append(f"limited to {value} {KINDS[kind]} " + (f"for {model}" if model else "per model"))
+        else:
+            out.append(f"{KINDS[kind]} limit lifted for {model or 'every model'}")
+    return ", ".join(out)
+
+
 def _of(used: int, limit: int | None) -> str:
     return f"{count(used)}/{count(limit)}" if limit else count(used)
 
@@ -184,7 +199,8 @@ class KeysPane(Sorted, Pane):
                 tooltip="probe: list the upstream's models with this key"),
         Binding("R", "reset", "Reset", key_display="R",
                 tooltip="reset: clear dead mark, cooldowns, errors, stats (asks)"),
-        Binding("c", "cap", "Cap", tooltip="cap the requests per minute sent with this key, per model (0 lifts it)"),
+        Binding("c", "cap", "Cap", tooltip="set or lift the key's limits: requests/minute, requests/day, "
+                "input tokens/minute, for every model or one (empty lifts one)"),
         Binding("L", "forget", "Forget limits", key_display="L",
                 tooltip="forget the limits learned from Google for this key (asks)"),
         Binding("s", "sort", "Sort", tooltip="sort by the next column"),
@@ -328,7 +344,7 @@ class KeysPane(Sorted, Pane):
             if k["rpm_used_model"]:
                 out.append(f" ({k['rpm_used_model']})", style="dim")
         else:
-            out.append("no rpm cap (c sets one)", style="dim")
+            out.append("no rpm cap (c sets limits)", style="dim")
 
         if k["last_error"]:
             out.append("\nlast error: ", style="dim")
@@ -407,14 +423,38 @@ class KeysPane(Sorted, Pane):
 
     def action_cap(self) -> None:
         k = self._target()
-        if not k or self.host.refuse("set a cap"):
+        if not k or self.host.refuse("set limits"):
+            return
+        self._read_limits(k)
+
+    @work(thread=True, group="limits", exit_on_error=False)
+    def _read_limits(self, k: dict[str, Any]) -> None:
+        """Read the key's limits as they are now (not as the last refresh saw them), then ask."""
+        try:
+            limits = self.host.reader.key_limits(k["id"])
+        except Exception as exc:  # the dialog must not take the console down
+            self.app.call_from_thread(self.notify, f"cannot read the limits of {self._key_name(k)}: {exc}",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self._ask_limits, k, limits)
+
+    def _ask_limits(self, k: dict[str, Any], limits: KeyLimits | None) -> None:
+        name = self._key_name(k)
+        if limits is None:
+            self.notify(f"{name} is no longer in the database", severity="warning")
             return
 
-        def chosen(rpm: int | None) -> None:
-            if rpm is not None:
-                self.host.act(f"cap {self._key_name(k)}", set_rpm_cap, str(k["id"]), rpm)
+        def chosen(change: CapChange | None) -> None:
+            if change is None:
+                return
+            if not change.changes:
+                self.notify(f"{name}: no limit changed", timeout=3)
+                return
+            self.host.act(f"{name}: {limits_said(change.model, change.changes)}", set_limits,
+                          str(k["id"]), change.model, change.changes)
 
-        self.app.push_screen(CapScreen(self._key_name(k), k["rpm_cap"]), chosen)
+        models = [q["model"] for q in k.get("quotas") or []]
+        self.app.push_screen(CapScreen(name, limits, models), chosen)
 
     def action_forget(self) -> None:
         k = self._target()
