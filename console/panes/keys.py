@@ -11,7 +11,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from proxy.store import add_key, disable_key, enable_key, remove_key, reset_key
-from proxy.store.limits import KINDS, forget_learned
+from proxy.store.limits import forget_learned, limit_said
 
 from ..actions import set_limits
 from ..fmt import ago, count, pct, span
@@ -155,15 +155,7 @@ def quota_parts(quotas: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def limits_said(model: str, changes: dict[str, int]) -> str:
     """Return what a cap change does, in the CLI's words: `capped at 10/min per model, ...`."""
-    out = []
-    for kind, value in changes.items():
-        if kind == "rpm" and not model:
-            out.append(f"capped at {value}/min per model" if value else "uncapped")
-        elif value:
-            out.append(f"limited to {value} {KINDS[kind]} " + (f"for {model}" if model else "per model"))
-        else:
-            out.append(f"{KINDS[kind]} limit lifted for {model or 'every model'}")
-    return ", ".join(out)
+    return ", ".join(limit_said(kind, value, model) for kind, value in changes.items())
 
 
 def _of(used: int, limit: int | None) -> str:

@@ -36,7 +36,7 @@ from proxy.store import (
 )
 from proxy.humanize import count, span
 from proxy.settings import Settings, load_or_exit
-from proxy.store.limits import KINDS, forget_learned, key_limits, set_limit
+from proxy.store.limits import KINDS, forget_learned, key_limits, limit_said, set_limit
 from proxy.store.util import mask_key
 
 EXIT_USAGE = 2
@@ -348,12 +348,7 @@ def _keys_cap(db: Database, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for kind, value in given.items():
         key = set_limit(db, args.ref, kind, value, args.model)
-        where = f" for {args.model}" if args.model else (" per model" if kind == "rpm" else "")
-        if kind == "rpm" and not args.model:
-            said = f"capped at {value}/min per model" if value else "uncapped"
-        else:
-            said = f"limited to {value} {KINDS[kind]}{where}" if value else f"{KINDS[kind]} limit lifted{where}"
-        print(f"key {key['id']} {key['masked']} {said}")
+        print(f"key {key['id']} {key['masked']} {limit_said(kind, value, args.model)}")
     return 0
 
 

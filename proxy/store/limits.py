@@ -22,6 +22,19 @@ from .util import InvalidValue, KeyNotFound, now
 KINDS: dict[str, str] = {"rpm": "requests/minute", "rpd": "requests/day", "tpm": "input tokens/minute"}
 
 
+def limit_said(kind: str, value: int, model: str = "") -> str:
+    """Say what setting an operator limit did, as the CLI and the console report it.
+
+    The all-model RPM is the per-model cap of the key; the other limits without a model
+    apply to each model on its own.
+    """
+    if kind == "rpm" and not model:
+        return f"capped at {value}/min per model" if value else "uncapped"
+    if value:
+        return f"limited to {value} {KINDS[kind]} " + (f"for {model}" if model else "per model")
+    return f"{KINDS[kind]} limit lifted for {model or 'every model'}"
+
+
 class Limit(NamedTuple):
     """One quota limit of a (key, model)."""
 
