@@ -318,13 +318,14 @@ def test_read_only_refuses_actions(db_path):
             await pilot.press("3")
             t = table(app, KeysPane)
             await until(pilot, lambda: t.row_count == 3)
-            for key in ("d", "e", "r", "R", "a", "t"):
+            for key in ("d", "e", "r", "R", "a", "t", "c"):
                 await pilot.press(key)
-                assert not isinstance(app.screen, (ConfirmScreen, AddKeyScreen))
+                assert not isinstance(app.screen, (ConfirmScreen, AddKeyScreen, CapScreen))
             await pilot.press("5", "a", "r")
             assert not isinstance(app.screen, AddUserScreen)
             await pilot.pause(0.3)
-            assert len(said) == 8 and all(m.startswith("read-only") for m in said)
+            assert len(said) == 9 and all(m.startswith("read-only") for m in said)
+            assert "read-only: cannot set limits (the console was started with --read-only)" in said
             assert db_keys(db_path)["alpha"]["status"] == "active"
             assert "read-only" in str(app.query_one("#tabs").render())
     run(go)

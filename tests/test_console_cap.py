@@ -180,22 +180,6 @@ def test_esc_writes_nothing_and_enter_without_a_change_writes_nothing(db_path):
     run(go)
 
 
-def test_read_only_refuses_the_cap_dialog(db_path):
-    async def go():
-        app = ConsoleApp(db_path, refresh=0.2, read_only=True)
-        async with app.run_test(size=SIZE) as pilot:
-            said = recorder(app)
-            await pilot.press("3")
-            t = table(app, KeysPane)
-            await until(pilot, lambda: t.row_count == 3)
-            await pilot.press("c")
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            assert not isinstance(app.screen, CapScreen)
-            assert said == ["read-only: cannot set limits (the console was started with --read-only)"]
-    run(go)
-
-
 def test_the_dialog_fits_80_by_24(db_path):
     db = open_db(db_path)
     for kind, value in (("rpm", 9), ("rpd", 240)):
