@@ -161,7 +161,7 @@ def passthrough(path: str) -> Response:
     named = [*_MODEL.findall(path), *(body_models(parsed) if restricted else ())]
     with Flight(NATIVE, user, model=model, stream=stream, named=named, array=stream and not sse,
                 path=upstream_path + ("?upload_token=…" if upload_token else "")) as flight:
-        pinned = session.key_id if session else pins.owner(state(), pins.named(path, body))
+        pinned = session.key_id if session else pins.owner(flight.state, pins.named(path, body))
         reply = flight.send(Call(request.method, upstream_path, _client_params(),
                                  filter_request_headers(request.headers), body, model=model,
                                  stream=stream, pinned=pinned, bearer=bearer,
@@ -169,8 +169,8 @@ def passthrough(path: str) -> Response:
         if reply.chunks is not None:
             return flight.relay(reply, Passthrough(sse), reply.status, reply.headers)
         if reply.status < 300:
-            _rewrite_upload_urls(reply, path, user.id)
-        pins.remember(state(), path, reply.status, reply.key.id if reply.key else None, reply.body)
+            _rewrite_upload_urls(flight.state, reply, path, user.id)
+        pins.remember(flight.state, path, reply.status, reply.key.id if reply.key else None, reply.body)
         return flight.answer(Response(reply.body, status=reply.status, headers=reply.headers),
                              reply, usage_from(reply.body) if reply.body else None)
 
@@ -179,9 +179,8 @@ def passthrough(path: str) -> Response:
 _UPLOAD_URL_HEADERS = frozenset({"x-goog-upload-url", "x-goog-upload-control-url"})
 
 
-def _rewrite_upload_urls(reply: Reply, path: str, user_id: int) -> None:
+def _rewrite_upload_urls(st: Any, reply: Reply, path: str, user_id: int) -> None:
     """Point the client's next upload steps at us, keeping the key and user that started them."""
-    st = state()
     if reply.key is None:
         return
     for i, (name, value) in enumerate(reply.headers):

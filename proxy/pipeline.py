@@ -197,7 +197,7 @@ class Flight:
 
     def __init__(self, dialect: Dialect, user: User, *, model: str, stream: bool = False,
                  path: str | None = None, named: Iterable[str] = (), array: bool = False) -> None:
-        st = state()
+        self.state = st = state()  # the worker's state, looked up once for the request
         self.dialect, self.model, self.array = dialect, model, array
         self.pool, self.upstream = st.pool, st.upstream
         self.ex = Exchange(st, user=user, dialect=dialect.name, method=request.method,
