@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from proxy.store import views
 from proxy.store.db import fetch_one, open_db, snapshot
-from proxy.store.limits import KINDS, key_limits
+from proxy.store.limits import held_by_pair, key_limits
 from proxy.store.rollup import INDEX, Rollup, zero
 from proxy.store.schema import check_schema
 from proxy.store.views import FAILURES  # re-exported for the panes; the list lives in the schema
@@ -140,10 +140,10 @@ class Reader:
         if key["rpm_cap"]:
             # The per-key cap is the operator's rpm for every model (see proxy.store.limits).
             out.operator.setdefault("", {})["rpm"] = key["rpm_cap"]
-        for row in rows:
-            if row["kind"] in KINDS and row["value"] is not None:
-                held = out.operator if row["source"] == "operator" else out.learned
-                held.setdefault(row["model"] or "", {})[row["kind"]] = int(row["value"])
+        for (_, model), held in held_by_pair(rows).items():
+            for (kind, source), limit in held.items():
+                by_model = out.operator if source == "operator" else out.learned
+                by_model.setdefault(model, {})[kind] = limit.value
         return out
 
     def key_value(self, key_id: int) -> str | None:
